@@ -1,0 +1,1 @@
+"""The central engine (issue 5)."""

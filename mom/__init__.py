@@ -1,0 +1,1 @@
+"""The embedded MOM policy engine (issue 4)."""

@@ -1,0 +1,1 @@
+"""vdsmlike host agent: a VDSM-like daemon serving JSON-RPC 2.0 over WebSocket and driving libvirt."""

@@ -1,0 +1,1 @@
+"""JSON-RPC verb handlers, the verb registry, the schema, and VDSM error codes."""

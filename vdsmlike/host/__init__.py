@@ -1,0 +1,1 @@
+"""The host itself: statistics, capabilities and hardware information."""

@@ -1,0 +1,146 @@
+"""Contracts between the agent's core and its I/O adapters; interfaces only, no code.
+
+Every method that touches the outside world returns a Deferred. Implementations:
+``LibvirtHypervisor`` (real, any libvirt URI) and ``MemoryHypervisor`` (in-memory twin with the
+same errors and events) for :class:`IHypervisor`; ``ThreadPoolRunner`` and ``SynchronousRunner``
+for :class:`IBlockingRunner`.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IBlockingRunner(Interface):
+    """Runs blocking callables off the reactor thread, serialized per key."""
+
+    def run(key, fn, *args, **kwargs):
+        """
+        Call ``fn(*args, **kwargs)`` on a worker thread after every earlier call with the same key.
+
+        Calls with different keys may run concurrently. ``key`` is usually a VM id; ``None`` means
+        "no ordering constraint".
+
+        :returns: a Deferred firing with ``fn``'s result in the reactor thread, or failing with the
+            exception ``fn`` raised.
+        """
+
+    def start():
+        """Start the worker threads."""
+
+    def stop():
+        """
+        Stop accepting work and join the worker threads.
+
+        :returns: a Deferred firing once the threads are gone.
+        """
+
+
+class IHypervisor(Interface):
+    """
+    A host's hypervisor: domains by UUID, their lifecycle, and events about them.
+
+    Domains are *transient* (created from XML, gone once destroyed), as in VDSM. VM ids are
+    domain UUID strings in lower case. Every method fails with
+    :class:`vdsmlike.virt.errors.DomainNotFound` for an unknown id and with
+    :class:`vdsmlike.virt.errors.HypervisorError` (carrying libvirt's message) for anything else
+    the hypervisor refuses; no other exception types escape.
+    """
+
+    uri = Attribute("The connection URI, e.g. 'test:///default' or 'qemu:///embed?root=...'.")
+
+    def open():
+        """
+        Connect, start delivering events.
+
+        :returns: a Deferred firing with None once connected.
+        """
+
+    def close():
+        """
+        Stop delivering events and disconnect. Running domains keep running.
+
+        :returns: a Deferred firing with None.
+        """
+
+    def set_event_listener(listener):
+        """
+        Deliver :class:`vdsmlike.virt.events.DomainEvent` objects to ``listener(event)``.
+
+        The listener is always called in the reactor thread, in the order libvirt reported the
+        events. One listener at a time; ``None`` removes it.
+        """
+
+    def host_info():
+        """
+        Describe the host as the hypervisor sees it.
+
+        :returns: a Deferred firing with a :class:`vdsmlike.virt.events.HostInfo`.
+        """
+
+    def list_domains():
+        """
+        List every domain the hypervisor knows, running or paused (used for recovery).
+
+        :returns: a Deferred firing with a list of :class:`vdsmlike.virt.events.DomainInfo`.
+        """
+
+    def create(xml, paused):
+        """
+        Create and start a transient domain from ``xml``; started paused if ``paused``.
+
+        On failure nothing is left behind (no domain defined or running).
+
+        :returns: a Deferred firing with the new domain's :class:`DomainInfo`.
+        :raises: ``DomainExists`` if a domain with that UUID or name exists, ``HypervisorError``.
+        """
+
+    def destroy(vm_id, graceful):
+        """
+        Stop a domain at once (``graceful`` sends SIGTERM first, then SIGKILL, as
+        ``VIR_DOMAIN_DESTROY_GRACEFUL`` does). A transient domain is then gone.
+
+        :returns: a Deferred firing with None.
+        """
+
+    def shutdown(vm_id):
+        """Ask the guest to power off (ACPI). :returns: a Deferred firing with None at once."""
+
+    def reboot(vm_id):
+        """Ask the guest to reboot (ACPI). :returns: a Deferred firing with None."""
+
+    def reset(vm_id):
+        """Reset the virtual hardware without asking the guest. :returns: a Deferred."""
+
+    def suspend(vm_id):
+        """Pause the guest's vCPUs. :returns: a Deferred firing with None."""
+
+    def resume(vm_id):
+        """Resume the guest's vCPUs. :returns: a Deferred firing with None."""
+
+    def set_memory(vm_id, kib):
+        """Set the balloon target of a running domain, in KiB. :returns: a Deferred."""
+
+    def get_xml(vm_id):
+        """:returns: a Deferred firing with the live domain XML (str)."""
+
+    def set_metadata(vm_id, xml):
+        """
+        Replace our ``<metadata>`` element (``vdsmlike.vm.domxml.METADATA_NS``) on the live domain
+        with ``xml``, so that a restarted agent recovers it. :returns: a Deferred.
+        """
+
+    def attach_device(vm_id, xml):
+        """Hot-plug one device given as XML into a running domain. :returns: a Deferred."""
+
+    def detach_device(vm_id, xml):
+        """Hot-unplug one device given as XML from a running domain. :returns: a Deferred."""
+
+    def bulk_stats():
+        """
+        Sample every running or paused domain at once (libvirt ``getAllDomainStats``).
+
+        :returns: a Deferred firing with ``{vm_id: {libvirt stats key: value}}`` using libvirt's
+            flat keys (``cpu.time``, ``balloon.current``, ``block.0.rd.bytes``, ...), plus
+            ``"state.state"``. Domains that vanish mid-call are omitted, never an error.
+        """

@@ -1,0 +1,1 @@
+"""JSON-RPC 2.0 codec and dispatcher, the WebSocket transport, and the event bus."""

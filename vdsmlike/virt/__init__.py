@@ -1,0 +1,1 @@
+"""Hypervisor adapters: libvirt (real) and in-memory, and the per-VM blocking runner."""

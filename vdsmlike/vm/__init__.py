@@ -1,0 +1,1 @@
+"""Virtual machines: the state machine, domain XML, the VM container and VM statistics."""
