@@ -117,3 +117,9 @@ class HostInfo:
     hv_version: tuple[int, int, int]
     hv_type: str
     numa_nodes: dict[int, dict] = field(default_factory=dict)
+
+
+#: The XML namespace of our ``<metadata>`` element in domain XML (``vdsmlike.vm.domxml`` reuses it).
+METADATA_NS = "urn:vdsmlike:vm:1"
+#: The prefix libvirt writes for :data:`METADATA_NS`.
+METADATA_PREFIX = "vdsmlike"

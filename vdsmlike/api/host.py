@@ -1,0 +1,86 @@
+"""``Host.*`` verb handlers: the host's identity, statistics, and views over all its VMs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..host.monitor import HostMonitor
+from ..vm.container import VmContainer
+from ..vm.monitor import VmStatsMonitor
+from ..vm.vm import vm_definition
+from . import errors
+from .verbs import verb
+
+
+class HostApi:
+    """The ``Host`` namespace (``Host.subscribe`` lives with the connection, in the RPC layer)."""
+
+    def __init__(
+        self,
+        container: VmContainer,
+        monitor: VmStatsMonitor,
+        host: HostMonitor,
+        *,
+        hooks: Any = None,
+    ) -> None:
+        self._vms = container
+        self._monitor = monitor
+        self._host = host
+        self._hooks = hooks
+
+    @verb("Host.ping2")
+    def ping2(self) -> bool:
+        """Liveness check."""
+        return True
+
+    @verb("Host.getCapabilities")
+    def get_capabilities(self) -> dict[str, Any]:
+        """What this host is and offers, with VDSM's keys."""
+        hooks = self._hooks.installed() if self._hooks is not None else {}
+        return self._host.capabilities(hooks=hooks)
+
+    @verb("Host.getHardwareInfo")
+    async def get_hardware_info(self) -> dict[str, str]:
+        """The host's DMI identity."""
+        try:
+            return await self._host.hardware_info()
+        except OSError as e:
+            raise errors.HardwareInfoError(str(e)) from None
+
+    @verb("Host.getStats")
+    def get_stats(self) -> dict[str, Any]:
+        """Host statistics from the last two samples."""
+        return self._host.stats(self._vms.vms())
+
+    @verb("Host.getVMList")
+    def get_vm_list(
+        self, fullStatus: bool = False, vmList: list[str] = (), onlyUUID: bool = True
+    ) -> list[Any]:
+        """VM ids (``onlyUUID``), or ids with their status."""
+        vms = self._select(vmList)
+        if onlyUUID:
+            return [vm.vm_id for vm in vms]
+        return [{"vmId": vm.vm_id, "status": vm.state.value} for vm in vms]
+
+    @verb("Host.getVMFullList")
+    def get_vm_full_list(self, vmList: list[str] = ()) -> list[dict[str, Any]]:
+        """The definitions of the VMs (all, or those listed)."""
+        return [vm_definition(vm) for vm in self._select(vmList)]
+
+    @verb("Host.getAllVmStats")
+    def get_all_vm_stats(self) -> list[dict[str, Any]]:
+        """``VmStats`` of every VM, Down VMs included."""
+        return [
+            self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()
+        ]
+
+    @verb("Host.dumpxmls")
+    def dumpxmls(self, vmList: list[str]) -> dict[str, Any]:
+        """The domain XML of each listed VM. :raises errors.NoSuchVM: for an unknown id."""
+        return {"domxmls": {vm.vm_id: vm.xml for vm in (self._vms.get(i) for i in vmList)}}
+
+    def _select(self, vm_ids: list[str]) -> list[Any]:
+        if not vm_ids:
+            return self._vms.vms()
+        wanted = {i.lower() for i in vm_ids}
+        return [vm for vm in self._vms.vms() if vm.vm_id in wanted]

@@ -1,0 +1,47 @@
+"""``vdsmlike-agent``: run the host agent in the foreground until SIGTERM or SIGINT.
+
+Running VMs are left running when the agent stops; the next start recovers them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+
+from ..config import ConfigError, load_config
+
+log = Logger()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, start the services, run the reactor. :returns: the exit code."""
+    try:
+        config = load_config(argv)
+    except ConfigError as e:
+        print(f"vdsmlike-agent: {e}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    from twisted.internet import reactor
+
+    from ..service import make_service
+
+    top = make_service(config, reactor)
+    status = {"code": 0}
+
+    def fatal(failure, what: str) -> None:
+        log.critical("{what}: {error}", what=what, error=failure.getErrorMessage())
+        status["code"] = 1
+        if reactor.running:
+            reactor.stop()
+
+    top.core.ready.addErrback(fatal, "cannot start")
+    top.listener.url.addErrback(fatal, "cannot listen")
+    reactor.callWhenRunning(top.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

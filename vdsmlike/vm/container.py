@@ -1,0 +1,504 @@
+"""The VMs of this host: their lifecycle, recovery after a restart, and their status events.
+
+The imperative shell around the pure pieces: it asks the hypervisor to act, feeds what comes
+back (results and libvirt events) through the state machine (:mod:`.states`) and the event
+interpretation (:mod:`.lifecycle`), and publishes ``|virt|VM_status|<vmId>`` whenever a VM's
+state changes. Everything runs in the reactor thread; the hypervisor does its blocking work on
+its own runner, serialized per VM, so two verbs on one VM reach libvirt in the order they came.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ..api import errors
+from ..interfaces import IHypervisor
+from ..virt.errors import DomainNotFound, HypervisorError
+from ..virt.events import DomainEvent, DomainInfo
+from . import domxml
+from .lifecycle import Exit, interpret
+from .states import (
+    ExitReason,
+    InvalidTransition,
+    VmEvent,
+    VmState,
+    next_state,
+    recovered_state,
+)
+from .vm import Vm, status_details, vm_definition
+
+Publish = Callable[[str, dict], None]
+
+_RUNNING = (VmState.POWERING_UP, VmState.UP, VmState.POWERING_DOWN, VmState.REBOOT_IN_PROGRESS)
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """
+    :ivar domain_type: force ``<domain type>`` ('qemu' for TCG, 'kvm'), or None to keep it.
+    :ivar guest_wait_timeout: seconds a started VM is reported as "Powering up" before "Up".
+    :ivar serial_dir: where VMs built from legacy params get their serial console file.
+    """
+
+    domain_type: str | None = "qemu"
+    guest_wait_timeout: float = 60.0
+    serial_dir: str | None = None
+
+
+def status_event_id(vm_id: str) -> str:
+    """The id of the status event of a VM, as VDSM names it."""
+    return f"|virt|VM_status|{vm_id}"
+
+
+class VmContainer:
+    """The VMs of this host, keyed by VM id. Down VMs stay until ``VM.destroy``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hypervisor: IHypervisor,
+        *,
+        clock: IReactorTime,
+        publish: Publish,
+        event_time: Callable[[], int],
+        config: ContainerConfig = ContainerConfig(),
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._hv = hypervisor
+        self._clock = clock
+        self._publish = publish
+        self._event_time = event_time
+        self._config = config
+        self._now = now
+        self._monotonic = monotonic
+        self._vms: dict[str, Vm] = {}
+        self._timers: dict[tuple[str, str], IDelayedCall] = {}
+        self.ready = False
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def get(self, vm_id: str) -> Vm:
+        """:raises errors.NoSuchVM: if the container has no such VM."""
+        vm = self._vms.get(vm_id.lower())
+        if vm is None:
+            raise errors.NoSuchVM(vmId=vm_id)
+        return vm
+
+    def vms(self) -> list[Vm]:
+        """Every VM, Down and external ones included, in creation order."""
+        return list(self._vms.values())
+
+    def elapsed(self, vm: Vm) -> float | None:
+        """Seconds since the VM started, or None if it has not."""
+        if vm.started_monotonic is None:
+            return None
+        return max(0.0, self._monotonic() - vm.started_monotonic)
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """
+        Re-adopt every domain the hypervisor runs: ours (with agent metadata) with their state,
+        start time and balloon target; the others as external, read-only VMs.
+
+        :returns: the number of VMs adopted; ``ready`` is True afterwards.
+        """
+        for info in await self._hv.list_domains():
+            self._adopt(info)
+        self.ready = True
+        for vm in self.vms():
+            self._emit(vm)
+        return len(self._vms)
+
+    def _adopt(self, info: DomainInfo) -> None:
+        try:
+            spec = domxml.parse_domain(info.xml)
+        except domxml.InvalidDomainXml as e:
+            self.log.warn("cannot adopt domain {name}: {error}", name=info.name, error=e)
+            return
+        external = not domxml.has_agent_metadata(info.xml)
+        vm = Vm(
+            spec=spec,
+            xml=info.xml,
+            state=recovered_state(info.state),
+            status_time=self._event_time(),
+            metadata=spec.metadata,
+            external=external,
+        )
+        if vm.state == VmState.DOWN:
+            vm.exit = Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING)
+        if spec.metadata.start_time is not None:
+            vm.started_monotonic = self._monotonic() - max(
+                0.0, self._now() - spec.metadata.start_time
+            )
+        self._vms[vm.vm_id] = vm
+        self.log.info(
+            "recovered vm {vm_id} ({name}) as {state}{ext}",
+            vm_id=vm.vm_id, name=vm.name, state=vm.state.value,
+            ext=" (external)" if external else "",
+        )
+
+    # -- create ------------------------------------------------------------------------------
+
+    async def create(self, vm_id: str | None, vm_params: dict[str, Any]) -> dict[str, Any]:
+        """
+        Register a VM in WaitForLaunch and start it in the background, as VDSM does.
+
+        :returns: the VM definition with status ``WaitForLaunch``; progress comes as events.
+        :raises errors.VMExists: for a VM id already in the container.
+        :raises errors.CreateError: for unusable domain XML.
+        :raises errors.InvalidParameter: for unusable legacy params.
+        """
+        spec, xml = self._prepare(vm_id, vm_params)
+        if spec.vm_id in self._vms:
+            raise errors.VMExists(vmId=spec.vm_id)
+        metadata = replace(spec.metadata, start_time=self._now())
+        if _truthy(vm_params.get("launchPaused")):
+            metadata = replace(metadata, launch_paused=True)
+        xml = domxml.with_metadata(xml, metadata)
+        vm = Vm(spec, xml, VmState.WAIT_FOR_LAUNCH, self._event_time(), metadata)
+        self._vms[vm.vm_id] = vm
+        self._emit(vm)
+        Deferred.fromCoroutine(self._start(vm)).addErrback(
+            lambda f: self.log.failure("starting vm {vm_id}", f, vm_id=vm.vm_id)
+        )
+        return vm_definition(vm)
+
+    def _prepare(self, vm_id: str | None, params: dict[str, Any]) -> tuple[domxml.DomainSpec, str]:
+        if "xml" in params:
+            xml = params["xml"]
+        else:
+            params = dict(params)
+            params.setdefault("vmId", vm_id)
+            xml = self._build_legacy(params)
+        try:
+            if self._config.domain_type:
+                xml = domxml.set_domain_type(xml, self._config.domain_type)
+            spec = domxml.parse_domain(xml)
+        except domxml.InvalidDomainXml as e:
+            raise errors.CreateError(f"invalid domain XML: {e}") from None
+        if vm_id and vm_id.lower() != spec.vm_id:
+            raise errors.InvalidParameter(
+                f"vmID {vm_id} does not match the domain's uuid {spec.vm_id}"
+            )
+        return spec, xml
+
+    def _build_legacy(self, params: dict[str, Any]) -> str:
+        serial = None
+        if self._config.serial_dir and params.get("vmId"):
+            serial = f"{self._config.serial_dir}/{str(params['vmId']).lower()}.log"
+        try:
+            return domxml.build_domain(
+                params, domain_type=self._config.domain_type or "qemu", serial_path=serial
+            )
+        except domxml.InvalidVmParams as e:
+            raise errors.InvalidParameter(str(e)) from None
+
+    async def _start(self, vm: Vm) -> None:
+        paused = vm.metadata.launch_paused
+        try:
+            info = await self._hv.create(vm.xml, paused)
+        except HypervisorError as e:
+            self.log.error("vm {vm_id} failed to start: {error}", vm_id=vm.vm_id, error=e)
+            self._transition(vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.LIBVIRT_START_FAILED, str(e)))
+            return
+        vm.xml = info.xml
+        vm.started_monotonic = self._monotonic()
+        if vm.requests.destroy:
+            return  # VM.destroy came while starting; it finishes the job.
+        self._transition(vm, VmEvent.LAUNCHED_PAUSED if paused else VmEvent.LAUNCHED)
+
+    # -- destroy, shutdown, reset --------------------------------------------------------------
+
+    async def destroy(self, vm_id: str, graceful_attempts: int = 1) -> bool:
+        """
+        Stop the VM if it runs, report it Down once, and remove it from the container.
+
+        A domain that is already gone counts as destroyed.
+
+        :raises errors.NoSuchVM: for an unknown VM.
+        :raises errors.DestroyError: if the hypervisor cannot stop it (the VM stays listed).
+        """
+        vm = self.get(vm_id)
+        self._refuse_external(vm)
+        if not vm.is_down:
+            starting = vm.state == VmState.WAIT_FOR_LAUNCH
+            vm.requests = replace(vm.requests, destroy=True)
+            await self._stop_domain(vm, graceful=graceful_attempts > 0)
+            reason = ExitReason.DESTROYED_ON_STARTUP if starting else ExitReason.ADMIN_SHUTDOWN
+            self._transition(vm, VmEvent.STOPPED, exit=Exit.of(reason))
+        self._vms.pop(vm.vm_id, None)
+        self._cancel_timers(vm.vm_id)
+        return True
+
+    async def _stop_domain(self, vm: Vm, *, graceful: bool) -> None:
+        try:
+            await self._hv.destroy(vm.vm_id, graceful)
+            return
+        except DomainNotFound:
+            return
+        except HypervisorError as e:
+            if not graceful:
+                vm.requests = replace(vm.requests, destroy=False)
+                raise errors.DestroyError(str(e)) from None
+            self.log.warn("graceful destroy of {vm_id} failed: {error}", vm_id=vm.vm_id, error=e)
+        await self._stop_domain(vm, graceful=False)
+
+    async def shutdown(
+        self, vm_id: str, *, timeout: float, reboot: bool = False, force: bool = False
+    ) -> bool:
+        """
+        Ask the guest to power off (or reboot); after ``timeout`` seconds without it, destroy the
+        VM if ``force``, else give up and report it Up again.
+
+        :raises errors.VMIsDown: for a Down VM; ``errors.UnexpectedError`` when not running.
+        """
+        vm = self._running(vm_id)
+        if reboot:
+            await self._call(vm, self._hv.reboot)
+            self._transition(vm, VmEvent.REBOOT_REQUESTED)
+            return True
+        vm.requests = replace(vm.requests, shutdown=True)
+        try:
+            await self._call(vm, self._hv.shutdown)
+        except errors.RpcError:
+            vm.requests = replace(vm.requests, shutdown=False)
+            raise
+        self._transition(vm, VmEvent.SHUTDOWN_REQUESTED)
+        self._schedule(vm, "shutdown", timeout, self._shutdown_timed_out, vm, force)
+        return True
+
+    def _shutdown_timed_out(self, vm: Vm, force: bool) -> None:
+        if vm.is_down or self._vms.get(vm.vm_id) is not vm:
+            return
+        if force:
+            self.log.warn("vm {vm_id} ignored shutdown; destroying it", vm_id=vm.vm_id)
+            vm.requests = replace(vm.requests, destroy=True)
+            d = Deferred.fromCoroutine(self._stop_domain(vm, graceful=False))
+            d.addCallback(
+                lambda _: self._transition(
+                    vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.ADMIN_SHUTDOWN)
+                )
+            )
+            d.addErrback(lambda f: self.log.failure("forced shutdown of {vm_id}", f, vm_id=vm.vm_id))
+            return
+        self.log.info("vm {vm_id} did not power off in time", vm_id=vm.vm_id)
+        vm.requests = replace(vm.requests, shutdown=False)
+        self._transition(vm, VmEvent.SHUTDOWN_GAVE_UP)
+
+    async def reset(self, vm_id: str) -> bool:
+        """Reset the virtual hardware: RebootInProgress, then Up."""
+        vm = self._running(vm_id)
+        await self._call(vm, self._hv.reset, error=errors.ResetError)
+        self._transition(vm, VmEvent.REBOOT_REQUESTED)
+        self._transition(vm, VmEvent.REBOOTED)
+        return True
+
+    # -- pause, cont, balloon ----------------------------------------------------------------
+
+    async def pause(self, vm_id: str) -> bool:
+        """Stop the guest's vCPUs. :raises errors.VMIsDown: for a Down VM."""
+        vm = self._running(vm_id, allow=(VmState.PAUSED,))
+        if vm.state != VmState.PAUSED:
+            await self._call(vm, self._hv.suspend)
+            self._transition(vm, VmEvent.PAUSED, pause_code="NOERR")
+        await self._save_metadata(vm, replace(vm.metadata, pause_time=self._now()))
+        return True
+
+    async def cont(self, vm_id: str) -> bool:
+        """Resume a paused VM. :raises errors.UnexpectedError: if it is not paused."""
+        vm = self._usable(vm_id)
+        if vm.state != VmState.PAUSED:
+            raise errors.UnexpectedError(f"VM is not paused (status {vm.state.value})")
+        await self._call(vm, self._hv.resume)
+        self._transition(vm, VmEvent.RESUMED)
+        await self._save_metadata(vm, replace(vm.metadata, pause_time=None))
+        return True
+
+    async def set_balloon_target(self, vm_id: str, target_kib: int) -> bool:
+        """
+        Set the balloon target in KiB and remember it across agent restarts.
+
+        :raises errors.BalloonError: if the VM has no balloon device or ballooning is disabled.
+        """
+        vm = self._running(vm_id, allow=(VmState.PAUSED,))
+        if not vm.spec.has_balloon or not vm.metadata.ballooning_enabled:
+            raise errors.BalloonError("the VM has no balloon device", vmId=vm.vm_id)
+        if target_kib > vm.spec.memory_kib:
+            raise errors.BalloonError(
+                f"target {target_kib} KiB exceeds the VM's memory {vm.spec.memory_kib} KiB"
+            )
+        await self._call(vm, self._hv.set_memory, target_kib, error=errors.BalloonError)
+        await self._save_metadata(vm, replace(vm.metadata, balloon_target=target_kib))
+        return True
+
+    # -- hotplug -----------------------------------------------------------------------------
+
+    async def hotplug(self, vm_id: str, params: dict[str, Any], kind: str) -> dict[str, Any]:
+        """
+        Hot-plug a disk or NIC described by VDSM's params.
+
+        :param kind: ``"disk"`` or ``"nic"``.
+        :returns: ``{"vmList": <VM definition>}``.
+        """
+        error = errors.HotplugDiskError if kind == "disk" else errors.HotplugNicError
+        vm = self._running(vm_id, allow=(VmState.PAUSED,))
+        device = self._device(params, kind, error)
+        await self._call(vm, self._hv.attach_device, device, error=error)
+        await self._refresh_xml(vm)
+        return {"vmList": vm_definition(vm)}
+
+    async def hotunplug(self, vm_id: str, params: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Hot-unplug a disk or NIC, found by its target dev or MAC address."""
+        error = errors.HotunplugDiskError if kind == "disk" else errors.HotunplugNicError
+        vm = self._running(vm_id, allow=(VmState.PAUSED,))
+        wanted = self._device(params, kind, error)
+        await self._refresh_xml(vm)
+        device = domxml.find_device(vm.xml, kind, domxml.device_key(wanted))
+        if device is None:
+            raise error(f"no such {kind} in the VM", vmId=vm.vm_id)
+        await self._call(vm, self._hv.detach_device, device, error=error)
+        await self._refresh_xml(vm)
+        return {"vmList": vm_definition(vm)}
+
+    @staticmethod
+    def _device(params: dict[str, Any], kind: str, error: type[errors.RpcError]) -> str:
+        try:
+            return domxml.device_from_params(params, kind)
+        except (domxml.InvalidDomainXml, domxml.InvalidVmParams) as e:
+            raise error(str(e)) from None
+
+    async def _refresh_xml(self, vm: Vm) -> None:
+        vm.xml = await self._call(vm, self._hv.get_xml)
+
+    # -- libvirt events ----------------------------------------------------------------------
+
+    def on_domain_event(self, event: DomainEvent) -> None:
+        """Apply one libvirt event (called in the reactor thread, in libvirt's order)."""
+        vm = self._vms.get(event.vm_id)
+        if vm is None or not self.ready:
+            return
+        meaning = interpret(event, vm.requests)
+        starting = vm.state == VmState.WAIT_FOR_LAUNCH and not vm.requests.destroy
+        if starting and VmEvent.STOPPED not in meaning.events:
+            return  # The create call decides how a start ends; only a death on the way counts.
+        for vm_event in meaning.events:
+            self._transition(vm, vm_event, exit=meaning.exit, pause_code=meaning.pause_code)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _transition(
+        self, vm: Vm, event: VmEvent, *, exit: Exit | None = None, pause_code: str | None = None
+    ) -> bool:
+        """Move the VM by ``event`` if the table allows it; publish the change."""
+        old = vm.state
+        try:
+            new = next_state(old, event)
+        except InvalidTransition:
+            self.log.debug(
+                "vm {vm_id}: ignoring {event} in {state}",
+                vm_id=vm.vm_id, event=event.value, state=old.value,
+            )
+            return False
+        changed_code = pause_code is not None and pause_code != vm.pause_code
+        if new == old and not changed_code:
+            return False
+        if pause_code is not None:
+            vm.pause_code = pause_code
+        vm.state = new
+        vm.status_time = self._event_time()
+        if new == VmState.DOWN:
+            vm.exit = exit or Exit.of(ExitReason.GENERIC_ERROR)
+            self._cancel_timers(vm.vm_id)
+        if new == VmState.UP:
+            vm.requests = replace(vm.requests, shutdown=False)
+        if new == VmState.POWERING_UP:
+            self._schedule(vm, "boot", self._config.guest_wait_timeout, self._booted, vm)
+        self.log.info(
+            "vm {vm_id} {old} -> {new}", vm_id=vm.vm_id, old=old.value, new=new.value
+        )
+        self._emit(vm)
+        return True
+
+    def _booted(self, vm: Vm) -> None:
+        if self._vms.get(vm.vm_id) is vm:
+            self._transition(vm, VmEvent.BOOTED)
+
+    def _emit(self, vm: Vm) -> None:
+        details = status_details(vm, elapsed=self.elapsed(vm))
+        self._publish(status_event_id(vm.vm_id), {vm.vm_id: details})
+
+    def _schedule(self, vm: Vm, what: str, delay: float, fn: Callable, *args: Any) -> None:
+        key = (vm.vm_id, what)
+        old = self._timers.pop(key, None)
+        if old is not None and old.active():
+            old.cancel()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            fn(*args)
+
+        self._timers[key] = self._clock.callLater(delay, fire)
+
+    def _cancel_timers(self, vm_id: str) -> None:
+        for key in [k for k in self._timers if k[0] == vm_id]:
+            call = self._timers.pop(key)
+            if call.active():
+                call.cancel()
+
+    def _usable(self, vm_id: str) -> Vm:
+        vm = self.get(vm_id)
+        self._refuse_external(vm)
+        if vm.is_down:
+            raise errors.VMIsDown(vmId=vm.vm_id)
+        if vm.state in (VmState.MIGRATION_SOURCE, VmState.MIGRATION_DESTINATION):
+            raise errors.MigrationInProgress(vmId=vm.vm_id)
+        return vm
+
+    def _running(self, vm_id: str, allow: tuple[VmState, ...] = ()) -> Vm:
+        vm = self._usable(vm_id)
+        if vm.state not in _RUNNING + allow:
+            raise errors.UnexpectedError(
+                f"operation not possible in status {vm.state.value}", vmId=vm.vm_id
+            )
+        return vm
+
+    @staticmethod
+    def _refuse_external(vm: Vm) -> None:
+        if vm.external:
+            raise errors.UnsupportedOperation(
+                "the VM is external (not created by this agent)", vmId=vm.vm_id
+            )
+
+    async def _call(
+        self, vm: Vm, method: Callable, *args: Any, error: type[errors.RpcError] | None = None
+    ) -> Any:
+        """Call a hypervisor method for a VM, mapping its errors to VDSM's."""
+        try:
+            return await method(vm.vm_id, *args)
+        except DomainNotFound:
+            raise errors.NoSuchVM("the domain is gone", vmId=vm.vm_id) from None
+        except HypervisorError as e:
+            raise (error or errors.UnexpectedError)(str(e), vmId=vm.vm_id) from None
+
+    async def _save_metadata(self, vm: Vm, metadata: domxml.VmMetadata) -> None:
+        vm.metadata = metadata
+        try:
+            await self._hv.set_metadata(vm.vm_id, domxml.metadata_element(metadata))
+        except HypervisorError as e:
+            self.log.warn("cannot save metadata of {vm_id}: {error}", vm_id=vm.vm_id, error=e)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)

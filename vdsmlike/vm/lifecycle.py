@@ -1,0 +1,117 @@
+"""Pure: what a libvirt domain event means for a VM, as a state-machine event plus exit details.
+
+The container feeds every :class:`~vdsmlike.virt.events.DomainEvent` through
+:func:`interpret`; the answer depends on what the agent itself asked for (a destroy, a shutdown),
+which is how VDSM tells an admin shutdown (exit reason 6) from a guest powering itself off (7)
+or QEMU dying under it (2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..virt.events import DomainEvent, LifecycleEvent, StoppedDetail, SuspendedDetail
+from .states import EXIT_MESSAGES, ExitCode, ExitReason, VmEvent
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a VM went Down: VDSM's exitCode, exitReason and exitMessage."""
+
+    code: ExitCode
+    reason: ExitReason
+    message: str
+
+    @classmethod
+    def of(cls, reason: ExitReason, message: str | None = None) -> Exit:
+        """An exit for ``reason``; the code is ERROR unless the reason is a normal stop."""
+        normal = reason in _NORMAL_REASONS
+        return cls(
+            ExitCode.NORMAL if normal else ExitCode.ERROR,
+            reason,
+            message or EXIT_MESSAGES[reason],
+        )
+
+
+_NORMAL_REASONS = frozenset(
+    {
+        ExitReason.SUCCESS,
+        ExitReason.ADMIN_SHUTDOWN,
+        ExitReason.USER_SHUTDOWN,
+        ExitReason.MIGRATION_SUCCEEDED,
+        ExitReason.SAVE_STATE_SUCCEEDED,
+        ExitReason.DESTROYED_ON_REBOOT,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What the agent has asked of a VM that is still in progress."""
+
+    destroy: bool = False
+    shutdown: bool = False
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """
+    The VM events a domain event amounts to, in order, and the exit if it ends the VM.
+
+    :ivar pause_code: VDSM's ``pauseCode`` when the event pauses the VM, else None.
+    """
+
+    events: tuple[VmEvent, ...] = ()
+    exit: Exit | None = None
+    pause_code: str | None = None
+
+
+_PAUSE_CODES = {
+    SuspendedDetail.IOERROR: "EIO",
+    SuspendedDetail.POSTCOPY: "POSTCOPY",
+}
+
+
+def interpret(event: DomainEvent, requests: Requests) -> Meaning:
+    """
+    Translate one libvirt domain event.
+
+    :param requests: what the agent asked for, so a stop can be attributed.
+    :returns: the VM events to apply (possibly none) and, for a stop, the exit details.
+    """
+    if event.kind == "reboot":
+        return Meaning((VmEvent.REBOOT_REQUESTED, VmEvent.REBOOTED))
+    kind = event.kind
+    if kind == LifecycleEvent.STARTED:
+        return Meaning((VmEvent.LAUNCHED,))
+    if kind == LifecycleEvent.SUSPENDED:
+        return Meaning((VmEvent.PAUSED,), pause_code=_PAUSE_CODES.get(event.detail, "NOERR"))
+    if kind == LifecycleEvent.RESUMED:
+        return Meaning((VmEvent.RESUMED,))
+    if kind == LifecycleEvent.SHUTDOWN:
+        # The guest is powering off; the STOPPED event that follows ends it.
+        return Meaning((VmEvent.SHUTDOWN_REQUESTED,))
+    if kind == LifecycleEvent.STOPPED:
+        return Meaning((VmEvent.STOPPED,), exit=_stopped_exit(event.detail, requests))
+    if kind == LifecycleEvent.CRASHED:
+        return Meaning((VmEvent.STOPPED,), exit=Exit.of(ExitReason.GENERIC_ERROR, "VM crashed"))
+    return Meaning()
+
+
+def _stopped_exit(detail: int, requests: Requests) -> Exit:
+    if requests.destroy:
+        return Exit.of(ExitReason.ADMIN_SHUTDOWN)
+    if detail == StoppedDetail.SHUTDOWN:
+        reason = ExitReason.ADMIN_SHUTDOWN if requests.shutdown else ExitReason.USER_SHUTDOWN
+        return Exit.of(reason)
+    if detail == StoppedDetail.MIGRATED:
+        return Exit.of(ExitReason.MIGRATION_SUCCEEDED)
+    if detail == StoppedDetail.SAVED:
+        return Exit.of(ExitReason.SAVE_STATE_SUCCEEDED)
+    if detail == StoppedDetail.DESTROYED:
+        return Exit.of(ExitReason.LOST_QEMU_CONNECTION, "VM was destroyed outside the agent")
+    if detail == StoppedDetail.CRASHED:
+        return Exit.of(ExitReason.GENERIC_ERROR, "VM crashed")
+    if detail == StoppedDetail.FAILED:
+        return Exit.of(ExitReason.LOST_QEMU_CONNECTION)
+    return Exit.of(ExitReason.GENERIC_ERROR)
