@@ -23,7 +23,6 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from .rpc import jsonrpc
 
@@ -139,11 +138,17 @@ class AgentClient:
 
         :returns: a Deferred firing with None once the connection is closed.
         """
+        d = self.when_closed()
+        if self.connected:
+            self._protocol.sendClose(1000)
+        return d
+
+    def when_closed(self) -> Deferred[None]:
+        """:returns: a Deferred firing with None when the connection is gone (now, if it is)."""
         if not self.connected:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._close_waiters.append(d)
-        self._protocol.sendClose(1000)
         return d
 
     def _expect(self, timeout: float | None) -> tuple[int, Deferred[Any]]:
@@ -266,7 +271,7 @@ def connect(
 
 # A blocking client for scripts (no reactor).
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -375,9 +380,9 @@ def _read_message(sock: socket.socket, reader: Any) -> bytes:
                 return b"".join(fragments)
 
 
-def _describe_failure(failure: Failure) -> str:
-    """A one-line description of a failed call or connect (used by the CLI)."""
-    error = failure.value
+
+def describe_error(error: BaseException) -> str:
+    """:returns: a one-line description of why a call or a connect failed (for the CLI)."""
     if isinstance(error, RemoteError):
         return f"error {error.code}: {error.message}"
     return f"{type(error).__name__}: {error}"

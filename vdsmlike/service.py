@@ -24,7 +24,7 @@ from .config import AgentConfig
 from .host.monitor import HostMonitor
 from .interfaces import IBlockingRunner, IHypervisor
 from .rpc.dispatcher import Dispatcher
-from .rpc.events import EventBus, event_time
+from .rpc.events import EventBus
 from .rpc.websocket import AgentServerFactory, listen_description
 from .virt.embedded import embedded_root, prepare_embedded_root
 from .virt.libvirt import LibvirtHypervisor
@@ -187,7 +187,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         hypervisor,
         clock=reactor,
         publish=bus.publish,
-        event_time=event_time,
+        event_time=bus.next_time,
         config=ContainerConfig(
             domain_type=None if config.domain_type == "keep" else config.domain_type,
             guest_wait_timeout=config.guest_wait_timeout,

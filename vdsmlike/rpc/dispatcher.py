@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -103,7 +103,7 @@ class Dispatcher:
             kwargs = self._bind(request.method, request.params)
             result = handler(**kwargs)
         except Exception:
-            return Deferred.fromFailure(Failure())
+            return fail()
         if inspect.iscoroutine(result):
             return Deferred.fromCoroutine(result)
         if isinstance(result, Deferred):

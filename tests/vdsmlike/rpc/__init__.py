@@ -1,0 +1,1 @@
+"""Tests of the JSON-RPC layer: codec, dispatcher, event bus, WebSocket transport."""
