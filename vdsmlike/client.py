@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from .rpc import jsonrpc
@@ -55,6 +56,10 @@ class RemoteError(Exception):
         return f"{self.code}: {self.message}"
 
 
+def _params(params: Any) -> Any:
+    return {} if params is None else params
+
+
 class AgentClient:
     """One open connection to an agent. Build it with `connect`."""
 
@@ -83,7 +88,7 @@ class AgentClient:
             return fail(LinkLost("not connected"))
         request_id, d = self._expect(timeout)
         try:
-            text = jsonrpc.encode_request(method, {} if params is None else params, request_id)
+            text = jsonrpc.encode_request(method, _params(params), request_id)
         except (TypeError, ValueError):
             self._pending.pop(request_id, None)
             return fail()
@@ -108,17 +113,22 @@ class AgentClient:
         for method, params in calls:
             request_id, d = self._expect(timeout)
             d.addErrback(lambda f: f.trap(RemoteError) and f.value)
-            waiting.append(d)
-            parts.append(jsonrpc.encode_request(method, {} if params is None else params, request_id))
+            waiting.append((request_id, d))
+            try:
+                parts.append(jsonrpc.encode_request(method, _params(params), request_id))
+            except (TypeError, ValueError):
+                for pending_id, _ in waiting:
+                    self._pending.pop(pending_id, None)
+                return fail()
         self._send("[" + ",".join(parts) + "]")
-        gathered = gatherResults(waiting, consumeErrors=True)
+        gathered = gatherResults([d for _, d in waiting], consumeErrors=True)
         gathered.addErrback(lambda f: f.value.subFailure if f.check(FirstError) else f)
         return gathered
 
     def notify(self, method: str, params: Any = None) -> None:
         """Send a notification: the agent runs it and never answers."""
         if self.connected:
-            self._send(jsonrpc.encode_notification(method, {} if params is None else params))
+            self._send(jsonrpc.encode_notification(method, _params(params)))
 
     def on_event(self, callback: EventCallback) -> None:
         """Call ``callback(event_id, params)`` for every event the agent sends."""
@@ -153,7 +163,11 @@ class AgentClient:
 
     def _expect(self, timeout: float | None) -> tuple[int, Deferred[Any]]:
         request_id = next(self._ids)
-        d: Deferred[Any] = Deferred(lambda _: self._pending.pop(request_id, None))
+
+        def forget(_: Deferred[Any]) -> None:
+            self._pending.pop(request_id, None)
+
+        d: Deferred[Any] = Deferred(forget)
         self._pending[request_id] = d
         if timeout is not None:
             d.addTimeout(timeout, self._reactor)
@@ -258,12 +272,14 @@ def connect(
         autoPingTimeout=2 * auto_ping_interval,
         openHandshakeTimeout=timeout,
     )
-    endpoint = HostnameEndpoint(reactor, factory.host, factory.port, timeout=timeout)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, factory.host, factory.port, timeout=timeout
+    )
     if factory.isSecure:
         from twisted.internet.ssl import optionsForClientTLS
 
         endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-    d = endpoint.connect(factory)
+    d: Deferred[Any] = endpoint.connect(factory)
     d.addCallback(lambda protocol: protocol.opened)
     d.addTimeout(timeout, reactor)
     return d
@@ -299,7 +315,7 @@ def call_sync(
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
     with sock, sock.makefile("rb") as reader:
         _handshake(sock, reader, f"{host}:{port}", resource, token)
-        text = jsonrpc.encode_request(method, {} if params is None else params, 1)
+        text = jsonrpc.encode_request(method, _params(params), 1)
         _send_frame(sock, _TEXT, text.encode("utf-8"))
         while True:
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -312,7 +328,9 @@ def call_sync(
     return reply.get("result")
 
 
-def _handshake(sock: socket.socket, reader: Any, host: str, resource: str, token: str | None) -> None:
+def _handshake(
+    sock: socket.socket, reader: Any, host: str, resource: str, token: str | None
+) -> None:
     key = base64.b64encode(os.urandom(16))
     lines = [
         f"GET {resource} HTTP/1.1",
@@ -378,7 +396,6 @@ def _read_message(sock: socket.socket, reader: Any) -> bytes:
             fragments.append(payload)
             if b0 & 0x80:
                 return b"".join(fragments)
-
 
 
 def describe_error(error: BaseException) -> str:

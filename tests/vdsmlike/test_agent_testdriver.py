@@ -14,7 +14,7 @@ import pytest_twisted
 from vdsmlike.client import RemoteError
 from vdsmlike.vm.domxml import build_domain
 
-from .agent_harness import node_uri, start_agent, wait_until
+from agent_harness import node_uri, start_agent, wait_until
 
 
 def legacy_params(**extra):

@@ -1,4 +1,4 @@
-"""``vdsmlike-client``: call one agent verb, or watch events, from the command line (like vdsm-client).
+"""``vdsmlike-client``: call one agent verb or watch events from the command line, like vdsm-client.
 
     vdsmlike-client [--url URL] [--token T] [--timeout S] Namespace.verb [key=value ...]
     vdsmlike-client --events [PATTERN ...]
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,13 @@ DEFAULT_STATE_DIR = "/var/lib/vdsmlike"
 EXIT_OK, EXIT_REMOTE_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def default_url(environ: dict[str, str] | None = None) -> str:
+def default_url(environ: Mapping[str, str] | None = None) -> str:
     """
     :returns: the content of ``<state dir>/agent.url`` (``$VDSMLIKE_STATE_DIR``, else
         ``/var/lib/vdsmlike``) if that file exists, else ``ws://127.0.0.1:54321/jsonrpc``.
     """
-    environ = os.environ if environ is None else environ
-    path = Path(environ.get("VDSMLIKE_STATE_DIR") or DEFAULT_STATE_DIR) / "agent.url"
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    path = Path(env.get("VDSMLIKE_STATE_DIR") or DEFAULT_STATE_DIR) / "agent.url"
     try:
         return path.read_text().strip() or DEFAULT_URL
     except OSError:
@@ -65,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vdsmlike-client", description="Call a vdsmlike agent verb over JSON-RPC."
     )
     parser.add_argument("--url", default=None, help="agent URL (default: <state dir>/agent.url)")
-    parser.add_argument("--token", default=os.environ.get("VDSMLIKE_TOKEN"),
-                        help="auth token (default: $VDSMLIKE_TOKEN)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("VDSMLIKE_TOKEN"),
+        help="auth token (default: $VDSMLIKE_TOKEN)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
-    parser.add_argument("--events", nargs="*", metavar="PATTERN", default=None,
-                        help="print events matching the patterns (default '*') until Ctrl-C")
+    parser.add_argument(
+        "--events",
+        nargs="*",
+        metavar="PATTERN",
+        default=None,
+        help="print events matching the patterns (default '*') until Ctrl-C",
+    )
     parser.add_argument("verb", nargs="?", help="Namespace.verb, e.g. Host.getStats")
     parser.add_argument("params", nargs="*", metavar="key=value")
     return parser
@@ -106,7 +115,11 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
         _fail(f"cannot connect to {args.url}: {describe_error(e)}", EXIT_USAGE)
     try:
         if args.events is not None:
+            interrupted: list[bool] = []
+            reactor.addSystemEventTrigger("before", "shutdown", interrupted.append, True)
             await _watch(client, args.events or ["*"])
+            if interrupted:  # Ctrl-C: the reactor stops and closes the connection
+                return
             _fail("connection lost", EXIT_USAGE)
         result = await client.call(args.verb, args.params, timeout=args.timeout)
     except RemoteError as e:

@@ -77,17 +77,22 @@ class Dispatcher:
         extra = extra_handlers or {}
         if isinstance(message, Batch):
             replies = [self._answer(item, extra) for item in message.items]
-            d = gatherResults(replies)
-            d.addCallback(lambda parts: jsonrpc.encode_batch([p for p in parts if p is not None]))
-            return d
+            return gatherResults(replies).addCallback(_join_batch)
         return self._answer(message, extra)
 
-    def _answer(self, item: Request | Invalid, extra: Mapping[str, Handler]) -> Deferred[str | None]:
+    def _answer(
+        self, item: Request | Invalid, extra: Mapping[str, Handler]
+    ) -> Deferred[str | None]:
         """:returns: a Deferred firing with one encoded response, or None for a notification."""
         if isinstance(item, Invalid):
             return succeed(jsonrpc.encode_error(item.id, item.error))
         d = self._run(item, extra)
-        d.addCallbacks(self._encode_success, self._encode_failure, (item,), None, (item,), None)
+        d.addCallbacks(
+            self._encode_success,
+            self._encode_failure,
+            callbackArgs=(item,),
+            errbackArgs=(item,),
+        )
         if item.is_notification:
             d.addCallback(lambda _: None)
         return d
@@ -135,6 +140,10 @@ class Dispatcher:
             )
             error = GeneralException(_summary(error))
         return jsonrpc.encode_error(request.id, error)
+
+
+def _join_batch(parts: list[str | None]) -> str | None:
+    return jsonrpc.encode_batch([p for p in parts if p is not None])
 
 
 def _summary(error: BaseException, limit: int = 300) -> str:

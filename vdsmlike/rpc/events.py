@@ -104,8 +104,11 @@ class EventBus:
         try:
             subscriber.send_event(text)
         except Exception:
-            self.log.failure("sending {event_id} to {subscriber} failed", event_id=event_id,
-                             subscriber=subscriber)
+            self.log.failure(
+                "sending {event_id} to {subscriber} failed",
+                event_id=event_id,
+                subscriber=subscriber,
+            )
 
     def _notify_observers(self, event_id: str, params: dict[str, Any]) -> None:
         first_error: Exception | None = None
@@ -113,8 +116,11 @@ class EventBus:
             try:
                 observer(event_id, params)
             except Exception as e:
-                self.log.failure("event observer {observer} failed on {event_id}",
-                                 observer=observer, event_id=event_id)
+                self.log.failure(
+                    "event observer {observer} failed on {event_id}",
+                    observer=observer,
+                    event_id=event_id,
+                )
                 first_error = first_error or e
         if self._strict and first_error is not None:
             raise first_error

@@ -44,6 +44,11 @@ class AgentServerProtocol(WebSocketServerProtocol):
         self._live = False
         self._verbs = {"Host.subscribe": self.subscribe, "Host.unsubscribe": self.unsubscribe}
 
+    @property
+    def live(self) -> bool:
+        """Whether replies and events are still being sent (false once the client is gone)."""
+        return self._live
+
     def onConnect(self, request: ConnectionRequest) -> None:
         """Deny a wrong path (404) or a missing or wrong token (401)."""
         self.factory.check_request(request)
@@ -57,7 +62,7 @@ class AgentServerProtocol(WebSocketServerProtocol):
         if len(payload) > limit:
             error = InvalidRequest(f"Request too large: {len(payload)} bytes (limit {limit})")
             self.log.warn("{peer}: {error}", peer=self.peer, error=error.detail)
-            self._send(jsonrpc.encode_error(None, error))
+            self._send_text(jsonrpc.encode_error(None, error))
             return
         self.in_flight += 1
         d = self.factory.dispatcher.handle_text(payload, extra_handlers=self._verbs)
@@ -67,16 +72,16 @@ class AgentServerProtocol(WebSocketServerProtocol):
     def _reply(self, text: str | None) -> None:
         self.in_flight -= 1
         if text is not None:
-            self._send(text)
+            self._send_text(text)
 
-    def _send(self, text: str) -> None:
+    def _send_text(self, text: str) -> None:
         """Send text if the connection is still open; replies to a gone client are dropped."""
-        if self._live:
+        if self._live and self.state == self.STATE_OPEN:
             self.sendMessage(text.encode("utf-8"), isBinary=False)
 
     def send_event(self, text: str) -> None:
         """Receive an event from the bus (`EventSubscriber`)."""
-        self._send(text)
+        self._send_text(text)
 
     def subscribe(self, patterns: list[str]) -> dict[str, list[str]]:
         """``Host.subscribe``: add event patterns for this connection."""
@@ -113,7 +118,7 @@ class AgentServerFactory(WebSocketServerFactory):
     :param reactor: the reactor (autobahn uses the global one when None).
     """
 
-    protocol = AgentServerProtocol
+    protocol = AgentServerProtocol  # type: ignore[assignment]
     log = Logger()
 
     def __init__(
@@ -137,6 +142,7 @@ class AgentServerFactory(WebSocketServerFactory):
         self._token = token.encode("utf-8") if token else None
         self.setProtocolOptions(
             maxMessagePayloadSize=HARD_CAP_FACTOR * max_message_size,
+            failByDrop=False,  # send the close frame (1009 and the like) before dropping
             autoPingInterval=auto_ping_interval,
             autoPingTimeout=auto_ping_timeout if auto_ping_interval else 0,
         )
@@ -188,4 +194,3 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
-

@@ -99,14 +99,25 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
-def translate(error: libvirt.libvirtError, vm_id: str | None) -> HypervisorError:
-    """Map a libvirt error to ours: not found, exists, or a plain :class:`HypervisorError`."""
+def translate(
+    error: libvirt.libvirtError, vm_id: str | None, *, creating: bool = False
+) -> HypervisorError:
+    """
+    Map a libvirt error to ours: not found, exists, or a plain :class:`HypervisorError`.
+
+    libvirt reports a duplicate as ``VIR_ERR_OPERATION_FAILED`` ("domain 'a' already exists
+    with uuid ..." for a used name, "is already defined" for a used uuid) or, for the same name
+    and uuid, ``VIR_ERR_OPERATION_INVALID`` ("domain 'a' is already active"); only a create is
+    read that way, where nothing else says "already".
+    """
     code = error.get_error_code()
     message = str(error)
     if code == libvirt.VIR_ERR_NO_DOMAIN and vm_id is not None:
         return DomainNotFound(vm_id)
     if code == libvirt.VIR_ERR_DOM_EXIST or (
-        code == libvirt.VIR_ERR_OPERATION_FAILED and "already" in message
+        creating
+        and code in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_OPERATION_INVALID)
+        and "already" in message
     ):
         return DomainExists(message)
     return HypervisorError(message)
@@ -328,7 +339,7 @@ class LibvirtHypervisor:
         try:
             dom = conn.createXML(xml, flags)
         except libvirt.libvirtError as e:
-            raise translate(e, None) from None
+            raise translate(e, None, creating=True) from None
         try:
             if paused and self._is_test:
                 dom.suspend()

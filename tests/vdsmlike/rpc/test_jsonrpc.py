@@ -96,7 +96,9 @@ def test_non_object_message_is_invalid_request(text):
 
 def test_batch_elements_are_parsed_one_by_one():
     """In a batch, each element is a Request or its own Invalid."""
-    message = jsonrpc.parse('[{"jsonrpc":"2.0","method":"m","id":1}, 1, {"jsonrpc":"2.0","method":"n"}]')
+    message = jsonrpc.parse(
+        '[{"jsonrpc":"2.0","method":"m","id":1}, 1, {"jsonrpc":"2.0","method":"n"}]'
+    )
     assert isinstance(message, Batch)
     first, second, third = message.items
     assert first == Request("m", {}, 1, False)
@@ -107,7 +109,9 @@ def test_batch_elements_are_parsed_one_by_one():
 def test_encode_result_and_error():
     """Responses carry jsonrpc, id and exactly one of result or error."""
     assert json.loads(jsonrpc.encode_result(1, {"a": [1]})) == {
-        "jsonrpc": "2.0", "id": 1, "result": {"a": [1]}
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"a": [1]},
     }
     error = json.loads(jsonrpc.encode_error("x", NoSuchVM(vmId="v")))
     assert error == {
@@ -134,7 +138,9 @@ def test_encode_batch():
 def test_encode_notification():
     """A notification has method and params and no id."""
     assert json.loads(jsonrpc.encode_notification("|a|b|c", {"x": 1})) == {
-        "jsonrpc": "2.0", "method": "|a|b|c", "params": {"x": 1}
+        "jsonrpc": "2.0",
+        "method": "|a|b|c",
+        "params": {"x": 1},
     }
 
 

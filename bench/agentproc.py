@@ -1,0 +1,84 @@
+"""A real ``vdsmlike-agent`` process for benchmarks and slow tests: start, find its URL, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet.task import deferLater
+
+
+class AgentProcess:
+    """
+    One agent daemon in a child process, configured through an INI file in ``workdir``.
+
+    :param settings: ``[vars]`` settings (e.g. ``vm_sample_interval=1.0``).
+    """
+
+    def __init__(self, workdir: str, *, libvirt_uri: str, token: str | None = None, **settings):
+        self.workdir = workdir
+        self.state_dir = os.path.join(workdir, "state")
+        self.libvirt_uri = libvirt_uri
+        self.token = token
+        self.settings = settings
+        self.log_path = os.path.join(workdir, "agent.log")
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def _write_config(self) -> str:
+        path = os.path.join(self.workdir, "agent.conf")
+        lines = ["[vars]"] + [f"{k} = {v}" for k, v in self.settings.items()]
+        if self.token:
+            lines += ["[auth]", f"token = {self.token}"]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def launch(self) -> None:
+        """Start the process (returns at once)."""
+        os.makedirs(self.state_dir, exist_ok=True)
+        url_file = os.path.join(self.state_dir, "agent.url")
+        if os.path.exists(url_file):
+            os.unlink(url_file)
+        argv = [sys.executable, "-m", "vdsmlike.cli.agent", "--config", self._write_config(),
+                "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
+                "--libvirt-uri", self.libvirt_uri]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def url(self) -> str | None:
+        """The URL the agent wrote once listening, or None yet."""
+        try:
+            with open(os.path.join(self.state_dir, "agent.url"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    async def start(self, reactor, timeout: float = 60.0) -> str:
+        """Launch and wait until the agent listens. :returns: its URL."""
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while (url := self.url()) is None:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"agent did not start; see {self.log_path}")
+            await deferLater(reactor, 0.05, lambda: None)
+        return url
+
+    async def stop(self, reactor, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit. :returns: the exit status."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self._proc.poll() is None:
+            if time.monotonic() > deadline:
+                self._proc.kill()
+            await deferLater(reactor, 0.05, lambda: None)
+        return self._proc.returncode
