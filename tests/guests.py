@@ -23,7 +23,7 @@ def guest_xml(
     memory_mib: int = 192,
     domain_type: str = "qemu",
 ) -> str:
-    """:returns: domain XML for the real test guest, logging its serial console to ``serial_path``."""
+    """:returns: XML for the real test guest, its serial console logged to ``serial_path``."""
     vm_id = vm_id or str(uuidlib.uuid4())
     name = name or f"vl-test-{vm_id[:8]}"
     image = Path(image_dir)

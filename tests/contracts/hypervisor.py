@@ -37,7 +37,9 @@ from vdsmlike.virt.events import (
 STATS_KEYS = ("state.state", "cpu.time", "balloon.current", "balloon.maximum", "vcpu.current")
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05
+) -> Any:
     """Poll ``predicate`` on the real reactor until it is truthy; fail after ``timeout`` s."""
     for _ in range(int(timeout / step)):
         value = predicate()
@@ -235,8 +237,9 @@ class HypervisorContract:
         """Creating a second domain with a used name fails with DomainExists."""
         first = await self.start(hypervisor)
         other = str(uuid.uuid4())
-        await failure_of(hypervisor.create(self.new_xml(name=first.name, vm_id=other), False),
-                         DomainExists)
+        await failure_of(
+            hypervisor.create(self.new_xml(name=first.name, vm_id=other), False), DomainExists
+        )
         assert other not in {d.vm_id for d in await hypervisor.list_domains()}
 
     @pytest_twisted.ensureDeferred

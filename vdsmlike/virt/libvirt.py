@@ -19,15 +19,24 @@ The embedded QEMU driver (``qemu:///embed``), what we found:
 
 - One embedded root per process: a second root in the same process is refused, so the tests
   share one session-scoped root.
-- Guests outlive the process. A new process (or a new connection after the last one closed,
-  which shuts the embedded driver down) sees them again, but reconnects to each QEMU monitor in a
-  background thread: the first call about such a guest waits for that (about 1.5 s under TCG).
-  In twelve reopen-and-destroy runs (new process, and close/reopen in one process) we did not
-  reproduce the "Domain not found" seen once in three tries earlier. If that reconnect fails
+- Closing the last connection shuts the embedded driver down, and every open after that
+  registers the QEMU driver again: after about twenty open/close cycles libvirt refuses with
+  "internal error: Too many drivers, cannot register QEMU". So an embedded URI is opened once
+  per process and that connection is shared and never closed; :meth:`close` only stops our
+  events.
+- Guests outlive the process. A new process (or a reopened driver) sees them again, but
+  reconnects to each QEMU monitor in a background thread: the first call about such a guest
+  waits for that (about 1.5 s under TCG). In ten reopen-and-destroy runs (six in new processes,
+  four with close/reopen in one process) we did not reproduce the "Domain not found" seen once
+  in three tries earlier. If that reconnect fails
   (the monitor socket is gone), libvirt stops the domain and forgets it; the transient domain is
   then really gone and "not found" is the truth. To ride over a transient miss, a lookup of an id
   that :meth:`list_domains` returned is retried for up to :data:`RECOVERY_RETRY_SECONDS` within
   :data:`RECOVERY_GRACE_SECONDS` of opening; any other miss fails at once.
+- Event order from QEMU: a create reports RESUMED/UNPAUSED (QEMU leaving its ``-S`` start)
+  *before* STARTED/BOOTED; a destroy reports SHUTDOWN (detail 2, "host request") before
+  STOPPED/DESTROYED; a guest powering off reports SHUTDOWN then STOPPED/SHUTDOWN. We pass them
+  on as they come.
 - QEMU runs as ``libvirt-qemu`` unless the root's ``etc/qemu.conf`` says ``user = "root"``;
   ``stdio_handler = "file"`` is needed there, or the driver looks for virtlogd.
 """
@@ -72,11 +81,14 @@ STATS = (
 # ACTIVE: running, paused, shutting down. NOWAIT: skip the parts of a domain that is busy with a
 # job instead of blocking the whole sample behind it (as VDSM does).
 STATS_FLAGS = (
-    libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 )
 
 _event_loop_lock = threading.Lock()
 _event_loop_thread: threading.Thread | None = None
+# Embedded drivers by URI: opened once per process and never closed (see the module docstring).
+_embedded: dict[str, libvirt.virConnect] = {}
 
 
 def ensure_event_loop() -> None:
@@ -91,6 +103,16 @@ def ensure_event_loop() -> None:
             target=_run_event_loop, name="libvirt-events", daemon=True
         )
         _event_loop_thread.start()
+
+
+def _connect(uri: str) -> libvirt.virConnect:
+    """Open ``uri``; an embedded driver's connection is opened once and shared."""
+    if not uri.startswith("qemu:///embed"):
+        return libvirt.open(uri)
+    with _event_loop_lock:
+        if uri not in _embedded:
+            _embedded[uri] = libvirt.open(uri)
+        return _embedded[uri]
 
 
 def _run_event_loop() -> None:
@@ -170,7 +192,7 @@ class LibvirtHypervisor:
     def _open(self) -> None:
         ensure_event_loop()
         try:
-            conn = libvirt.open(self.uri)
+            conn = _connect(self.uri)
             self._callback_ids = [
                 conn.domainEventRegisterAny(
                     None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
@@ -199,6 +221,8 @@ class LibvirtHypervisor:
             except libvirt.libvirtError:
                 pass
         self._callback_ids = []
+        if self.uri in _embedded:
+            return
         try:
             conn.close()
         except libvirt.libvirtError as e:

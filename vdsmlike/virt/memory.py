@@ -47,15 +47,36 @@ StdElementTree.register_namespace(METADATA_PREFIX, METADATA_NS)
 #: Seconds between ``shutdown()`` and the simulated guest powering off (with a reactor).
 SHUTDOWN_DELAY = 0.2
 
-_UNITS = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024, "m": 1024,
-          "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 1024**2, "gb": 1000**3 / 1024}
+_UNITS = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "kb": 1000 / 1024,
+    "m": 1024,
+    "mib": 1024,
+    "mb": 1000**2 / 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+    "gb": 1000**3 / 1024,
+}
 
 DEFAULT_HOST = HostInfo(
-    memory_kib=16 * 1024 * 1024, cpus=8, sockets=1, cores=4, threads=2, cpu_model="Memory-CPU",
-    cpu_mhz=2400, cpu_flags=("vmx", "sse4_2", "avx2"), hostname="memory-host",
+    memory_kib=16 * 1024 * 1024,
+    cpus=8,
+    sockets=1,
+    cores=4,
+    threads=2,
+    cpu_model="Memory-CPU",
+    cpu_mhz=2400,
+    cpu_flags=("vmx", "sse4_2", "avx2"),
+    hostname="memory-host",
     host_uuid="00000000-0000-4000-8000-00000000c0de",
-    emulated_machines=("pc-i440fx-7.2", "pc", "pc-q35-7.2", "q35"), kvm=True,
-    lib_version=(9, 0, 0), hv_version=(7, 2, 0), hv_type="MEMORY",
+    emulated_machines=("pc-i440fx-7.2", "pc", "pc-q35-7.2", "q35"),
+    kvm=True,
+    lib_version=(9, 0, 0),
+    hv_version=(7, 2, 0),
+    hv_type="MEMORY",
     numa_nodes={0: {"memory_kib": 16 * 1024 * 1024, "cpus": list(range(8))}},
 )
 

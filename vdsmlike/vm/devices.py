@@ -248,7 +248,8 @@ def disk_xml(drive: Any, where: str, used: set[str], *, need_target: bool = Fals
     target = _target(drive, where, iface, used, need_target)
     custom = p.custom(drive.get("custom", {}), f"{where}.custom")
     kind = "block" if path and path.startswith("/dev/") else "file"
-    source = f"<source {'dev' if kind == 'block' else 'file'}='{escape_attr(path)}'/>" if path else ""
+    attribute = "dev" if kind == "block" else "file"
+    source = f"<source {attribute}='{escape_attr(path)}'/>" if path else ""
     xml = (
         f"<disk type='{kind}' device='{device}'><driver name='qemu' type='{fmt}'/>{source}"
         f"<target dev='{target}' bus='{iface}'/>{'<readonly/>' if readonly else ''}</disk>"
@@ -262,8 +263,9 @@ def _target(drive: dict, where: str, iface: str, used: set[str], need_target: bo
         target = p.name(drive["name"], f"{where}.name", pattern=prefix + "[a-z]{1,2}")
     elif "index" in drive:
         what = f"an integer from 0 to {limit} for {iface}"
-        target = disk_name(prefix, p.integer(drive["index"], f"{where}.index", minimum=0,
-                                             maximum=limit, what=what))
+        target = disk_name(
+            prefix, p.integer(drive["index"], f"{where}.index", minimum=0, maximum=limit, what=what)
+        )
     elif need_target:
         raise InvalidVmParams(f"{where} needs 'index' or 'name' to choose its target dev")
     else:
@@ -284,8 +286,9 @@ def nic_xml(nic: Any, where: str) -> BuiltDevice:
     :raises InvalidVmParams: naming the bad key.
     """
     nic = p.mapping(nic, where)
-    model = p.choice(nic.get("nicModel", "virtio"), f"{where}.nicModel",
-                     ("virtio", "e1000", "rtl8139"))
+    model = p.choice(
+        nic.get("nicModel", "virtio"), f"{where}.nicModel", ("virtio", "e1000", "rtl8139")
+    )
     mac = p.mac(nic["macAddr"], f"{where}.macAddr") if "macAddr" in nic else None
     if "network" in nic and "bridge" in nic:
         raise InvalidVmParams(f"{where} must have 'network' or 'bridge', not both")

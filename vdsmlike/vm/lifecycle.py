@@ -89,8 +89,9 @@ def interpret(event: DomainEvent, requests: Requests) -> Meaning:
     if kind == LifecycleEvent.RESUMED:
         return Meaning((VmEvent.RESUMED,))
     if kind == LifecycleEvent.SHUTDOWN:
-        # The guest is powering off; the STOPPED event that follows ends it.
-        return Meaning((VmEvent.SHUTDOWN_REQUESTED,))
+        # QEMU has finished shutting down (also reported on destroy, before STOPPED); the
+        # STOPPED event that follows says how the VM ended.
+        return Meaning()
     if kind == LifecycleEvent.STOPPED:
         return Meaning((VmEvent.STOPPED,), exit=_stopped_exit(event.detail, requests))
     if kind == LifecycleEvent.CRASHED:

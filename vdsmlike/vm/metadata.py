@@ -18,6 +18,11 @@ Pure: no I/O. Our element, in namespace :data:`METADATA_NS` (prefix ``vdsmlike``
       </vdsmlike:device>
     </vdsmlike:vm>
 
+In domain XML it sits in ``<metadata>`` as above (:func:`namespaced_element`,
+:func:`with_metadata`). ``virDomainSetMetadata`` takes it, and ``virDomainGetMetadata`` returns
+it, as the same element without prefixes or namespace (``<vm><startTime>...``), which is what
+:func:`metadata_element` makes; :func:`parse_metadata` reads all three forms.
+
 Every child is optional; an absent one takes the :class:`VmMetadata` default. Times are written
 with ``repr(float)``, so they read back exactly. Property names are attributes rather than element
 names, so any string survives; we still insist on environment variable names, because hook
@@ -35,10 +40,12 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..virt.events import METADATA_NS, METADATA_PREFIX
 from .xmlsafe import (
+    ElementSpan,
     InvalidDomainXml,
     element_spans,
     encode,
@@ -56,6 +63,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _OURS = f"{{{METADATA_NS}}}"
 _OVIRT = f"{{{OVIRT_VM_NS}}}"
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+#: Reads the custom properties under an element, given the namespace (``{uri}`` or empty).
+_PropReader = Callable[[ET.Element, str], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -102,10 +111,13 @@ def agent_element(root: ET.Element) -> ET.Element | None:
 
 def metadata_from_tree(root: ET.Element) -> VmMetadata:
     """
-    :param root: a parsed ``<domain>``, or a bare ``<vdsmlike:vm>`` / ``<ovirt-vm:vm>``.
+    :param root: a parsed ``<domain>``, or a bare ``<vdsmlike:vm>`` / ``<ovirt-vm:vm>``, or our
+        ``<vm>`` without namespace as ``virDomainGetMetadata`` returns it.
     :returns: the metadata it carries, defaults for whatever is absent.
     :raises InvalidDomainXml: for a value that does not parse.
     """
+    if root.tag == "vm":
+        return _read(root, "", "destroyOnReboot", _props)
     if root.tag in (f"{_OURS}vm", f"{_OVIRT}vm"):
         element: ET.Element | None = root
     else:
@@ -121,7 +133,8 @@ def parse_metadata(xml: str) -> VmMetadata:
     """
     Read the agent metadata of a domain.
 
-    :param xml: a whole domain XML, or just our element as ``virDomainGetMetadata`` returns it.
+    :param xml: a whole domain XML, or just our element (with or without its namespace, as
+        :func:`metadata_element` writes it and ``virDomainGetMetadata`` returns it).
     :returns: the metadata, defaults for whatever is absent.
     :raises InvalidDomainXml: for hostile or malformed XML, or a value that does not parse.
     """
@@ -136,7 +149,7 @@ def has_agent_metadata(xml: str) -> bool:
     return agent_element(parse_xml(xml)) is not None
 
 
-def _read(element: ET.Element, ns: str, destroy_tag: str, props) -> VmMetadata:  # type: ignore[no-untyped-def]
+def _read(element: ET.Element, ns: str, destroy_tag: str, props: _PropReader) -> VmMetadata:
     def text(tag: str) -> str | None:
         child = element.find(ns + tag)
         return None if child is None else (child.text or "").strip()
@@ -159,7 +172,7 @@ def _props(element: ET.Element, ns: str) -> dict[str, str]:
     for prop in element.findall(f"{ns}prop"):
         name = prop.get("name")
         if name is None:
-            raise InvalidDomainXml("<vdsmlike:prop> needs a name attribute")
+            raise InvalidDomainXml("<prop> in our metadata needs a name attribute")
         found[_env_name(name)] = prop.text or ""
     return found
 
@@ -172,12 +185,12 @@ def _ovirt_props(element: ET.Element, ns: str) -> dict[str, str]:
     }
 
 
-def _devices(element: ET.Element, ns: str, props) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+def _devices(element: ET.Element, ns: str, props: _PropReader) -> dict[str, dict[str, str]]:
     found = {}
     for device in element.findall(f"{ns}device"):
         key = device.get("key") or device.get("mac_address") or device.get("name")
         key = key or device.get("alias")
-        custom = device if ns == _OURS else device.find(f"{ns}custom")
+        custom = device if ns != _OVIRT else device.find(f"{ns}custom")
         if key and custom is not None:
             found[key.lower()] = props(custom, ns)
     return found
@@ -225,34 +238,48 @@ def _bool(value: str | None, tag: str, default: bool) -> bool:
 
 
 def metadata_element(md: VmMetadata) -> str:
-    """:returns: our ``<vdsmlike:vm>`` element alone, as ``virDomainSetMetadata`` wants it."""
-    p = METADATA_PREFIX
-    parts = [f'<{p}:vm xmlns:{p}="{METADATA_NS}">']
+    """
+    :returns: our element alone, in the form ``virDomainSetMetadata`` wants for key
+        :data:`METADATA_PREFIX` and URI :data:`METADATA_NS`: ``<vm>...</vm>`` *without* a
+        namespace (libvirt puts it into the namespace; it refuses an element that already
+        declares the prefix, and ``virDomainGetMetadata`` hands it back in this form).
+    """
+    return _element(md, "")
+
+
+def namespaced_element(md: VmMetadata) -> str:
+    """:returns: our ``<vdsmlike:vm xmlns:vdsmlike=...>`` element, as it sits in domain XML."""
+    return _element(md, METADATA_PREFIX)
+
+
+def _element(md: VmMetadata, prefix: str) -> str:
+    p = f"{prefix}:" if prefix else ""
+    declaration = f' xmlns:{prefix}="{METADATA_NS}"' if prefix else ""
+    parts = [f"<{p}vm{declaration}>"]
     for tag, value in (
         ("startTime", md.start_time),
         ("pauseTime", md.pause_time),
         ("balloonTarget", md.balloon_target),
     ):
         if value is not None:
-            parts.append(f"<{p}:{tag}>{value!r}</{p}:{tag}>")
+            parts.append(f"<{p}{tag}>{value!r}</{p}{tag}>")
     for tag, flag in (
         ("ballooningEnabled", md.ballooning_enabled),
         ("launchPaused", md.launch_paused),
         ("destroyOnReboot", md.destroy_on_reboot),
     ):
-        parts.append(f"<{p}:{tag}>{'true' if flag else 'false'}</{p}:{tag}>")
+        parts.append(f"<{p}{tag}>{'true' if flag else 'false'}</{p}{tag}>")
     if md.custom:
-        parts.append(f"<{p}:custom>{_prop_elements(md.custom)}</{p}:custom>")
+        parts.append(f"<{p}custom>{_prop_elements(md.custom, p)}</{p}custom>")
     for key, props in sorted(md.device_custom.items()):
-        parts.append(f'<{p}:device key="{escape_attr(key)}">{_prop_elements(props)}</{p}:device>')
-    parts.append(f"</{p}:vm>")
+        parts.append(f'<{p}device key="{escape_attr(key)}">{_prop_elements(props, p)}</{p}device>')
+    parts.append(f"</{p}vm>")
     return "".join(parts)
 
 
-def _prop_elements(props: dict[str, str]) -> str:
-    p = METADATA_PREFIX
+def _prop_elements(props: dict[str, str], p: str) -> str:
     return "".join(
-        f'<{p}:prop name="{escape_attr(name)}">{escape_text(value)}</{p}:prop>'
+        f'<{p}prop name="{escape_attr(name)}">{escape_text(value)}</{p}prop>'
         for name, value in sorted(props.items())
     )
 
@@ -273,7 +300,7 @@ def with_metadata(xml: str, md: VmMetadata) -> str:
     data = encode(xml)
     spans = element_spans(data, max_depth=3)
     ours = [s for s in spans if s.path[1:] == ("metadata", f"{METADATA_NS} vm")]
-    element = metadata_element(md).encode("utf-8")
+    element = namespaced_element(md).encode("utf-8")
     if ours:
         edits = [(ours[0].start, ours[0].end, element)]
         edits += [(s.start, s.end, b"") for s in ours[1:]]
@@ -285,7 +312,7 @@ def with_metadata(xml: str, md: VmMetadata) -> str:
     return _append_child(data, domain, b"<metadata>" + element + b"</metadata>").decode("utf-8")
 
 
-def _append_child(data: bytes, span, child: bytes) -> bytes:  # type: ignore[no-untyped-def]
+def _append_child(data: bytes, span: ElementSpan, child: bytes) -> bytes:
     if span.end_tag is not None:
         return splice(data, [(span.end_tag, span.end_tag, child)])
     name = tag_name(data, span).encode("utf-8")

@@ -106,8 +106,9 @@ def name(value: Any, key: str, *, pattern: str = r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 def mac(value: Any, key: str) -> str:
     """:returns: ``value`` as a lower-case unicast MAC address."""
     if not isinstance(value, str) or not is_mac(value.strip()):
-        raise InvalidVmParams(f"{key} must be a unicast MAC address like 52:54:00:12:34:56, "
-                              f"got {_show(value)}")
+        raise InvalidVmParams(
+            f"{key} must be a unicast MAC address like 52:54:00:12:34:56, got {_show(value)}"
+        )
     return value.strip().lower()
 
 

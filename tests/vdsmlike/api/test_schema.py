@@ -762,3 +762,10 @@ def test_describe_is_a_copy(schema: Schema) -> None:
     assert [param["name"] for param in before["params"]] == [
         "vmID", "delay", "message", "reboot", "timeout", "force"]  # fmt: skip
     assert [param["required"] for param in before["params"]] == [True] + [False] * 5
+
+
+def test_readme_lists_every_verb(schema: Schema) -> None:
+    """Every verb is named in the verb list of ``schema/README.md``."""
+    readme = (default_schema_dir() / "README.md").read_text()
+    for verb in schema.verbs():
+        assert f"`{verb}`" in readme, verb

@@ -113,9 +113,9 @@ class TestLibvirtQemu(HypervisorContract):
     async def test_recovered_after_reopen(
         self, hypervisor: LibvirtHypervisor, embedded_uri: str
     ) -> None:
-        """A guest outlives the connection; after the driver restarts it is listed and obeys."""
+        """A guest outlives our connection; reopened, we list it and it obeys."""
         vm_id = (await self.start(hypervisor)).vm_id
-        await hypervisor.close()  # the last connection: the embedded driver shuts down
+        await hypervisor.close()
         await hypervisor.open()
         listed = {d.vm_id: d for d in await hypervisor.list_domains()}
         assert listed[vm_id].state == DomainState.RUNNING

@@ -104,7 +104,10 @@ async def test_node_file_host(tmp_path: Path) -> None:
 def test_as_test_domain() -> None:
     """Only the root element's type attribute is rewritten to 'test'."""
     xml = "<domain id='1' type=\"kvm\"><devices><disk type='file'/></devices></domain>"
-    assert as_test_domain(xml) == "<domain id='1' type=\"test\"><devices><disk type='file'/></devices></domain>"
+    assert (
+        as_test_domain(xml)
+        == "<domain id='1' type=\"test\"><devices><disk type='file'/></devices></domain>"
+    )
 
 
 @pytest.mark.parametrize("uri", ["test:///nonexistent/node.xml"])
@@ -121,3 +124,27 @@ async def test_open_failure(uri: str) -> None:
         await failure_of(LibvirtHypervisor(uri, runner, reactor).open(), HypervisorError)
     finally:
         await runner.stop()
+
+
+def test_failure_after_start_cleans_up() -> None:
+    """If reading a just-created domain fails, the domain is destroyed before the error."""
+    from vdsmlike.virt.errors import HypervisorError
+    from vdsmlike.virt.runner import SynchronousRunner
+
+    hypervisor = LibvirtHypervisor("test:///default", SynchronousRunner(), reactor)
+    hypervisor.open()
+    describe = hypervisor._domain_info
+
+    def broken(dom: Any) -> Any:
+        raise HypervisorError("lost the domain")
+
+    vm_id = str(uuid.uuid4())
+    hypervisor._domain_info = broken  # type: ignore[method-assign]
+    failures: list[Any] = []
+    hypervisor.create(bare_xml(vm_id=vm_id), True).addErrback(failures.append)
+    hypervisor._domain_info = describe  # type: ignore[method-assign]
+    listed: list[Any] = []
+    hypervisor.list_domains().addCallback(listed.extend)
+    hypervisor.close()
+    assert failures and failures[0].check(HypervisorError)
+    assert vm_id not in {d.vm_id for d in listed}

@@ -57,9 +57,7 @@ class MemoryHypervisorClockTests(SynchronousTestCase):
         self.successResultOf(self.hypervisor.suspend(self.vm_id))
         self.assertEqual(self.events, [])
         self.clock.advance(0)
-        self.assertEqual(
-            self.kinds(), [(LifecycleEvent.STARTED, 0), (LifecycleEvent.SUSPENDED, 0)]
-        )
+        self.assertEqual(self.kinds(), [(LifecycleEvent.STARTED, 0), (LifecycleEvent.SUSPENDED, 0)])
 
     def test_shutdown_after_delay(self) -> None:
         """shutdown stops the domain SHUTDOWN_DELAY later, with SHUTDOWN then STOPPED/SHUTDOWN."""

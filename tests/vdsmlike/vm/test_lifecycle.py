@@ -62,3 +62,10 @@ def test_reboot_event_means_reboot_then_up():
 def test_defined_event_means_nothing():
     """Events that do not change a running VM map to no VM event."""
     assert interpret(DomainEvent(VM, LifecycleEvent.DEFINED), Requests()).events == ()
+
+
+def test_shutdown_finished_event_waits_for_stopped():
+    """QEMU's SHUTDOWN event (also sent on destroy) changes nothing; STOPPED ends the VM."""
+    for detail in (0, 1, 2):
+        meaning = interpret(DomainEvent(VM, LifecycleEvent.SHUTDOWN, detail), Requests(destroy=True))
+        assert meaning.events == ()

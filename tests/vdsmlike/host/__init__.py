@@ -1,0 +1,1 @@
+"""Tests of the host package: statistics, capabilities, hardware information."""
