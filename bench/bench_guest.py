@@ -11,7 +11,7 @@ import uuid
 import libvirt
 from twisted.internet.task import deferLater
 
-from bench.agentproc import AgentProcess
+from vdsmlike.agentproc import AgentProcess
 from vdsmlike import client as agent_client
 from vdsmlike.virt.embedded import prepare_embedded_root
 from vdsmlike.vm.domxml import build_domain

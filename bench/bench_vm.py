@@ -24,7 +24,7 @@ import psutil
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater, react
 
-from bench.agentproc import AgentProcess
+from vdsmlike.agentproc import AgentProcess
 from vdsmlike import client as agent_client
 from vdsmlike.vm.domxml import build_domain
 

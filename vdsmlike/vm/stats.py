@@ -238,9 +238,9 @@ def devices(stats: Sample | None, kind: str) -> dict[str, dict[str, Any]]:
     for key, value in (stats or {}).items():
         if not isinstance(key, str) or not key.startswith(kind + "."):
             continue
-        index, _, name = key[len(kind) + 1 :].partition(".")
-        if index.isdigit() and name:
-            by_index.setdefault(int(index), {})[name] = value
+        index, _, suffix = key[len(kind) + 1 :].partition(".")
+        if index.isdigit() and suffix:
+            by_index.setdefault(int(index), {})[suffix] = value
     result: dict[str, dict[str, Any]] = {}
     for _index, values in sorted(by_index.items()):
         name = values.get("name")

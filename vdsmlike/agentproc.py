@@ -1,4 +1,5 @@
-"""A real ``vdsmlike-agent`` process for benchmarks and slow tests: start, find its URL, stop."""
+"""A real ``vdsmlike-agent`` daemon in a child process, for benchmarks and end-to-end tests:
+start it, find its URL, stop it with SIGTERM as an init system would."""
 
 from __future__ import annotations
 
@@ -18,12 +19,21 @@ class AgentProcess:
     :param settings: ``[vars]`` settings (e.g. ``vm_sample_interval=1.0``).
     """
 
-    def __init__(self, workdir: str, *, libvirt_uri: str, token: str | None = None, **settings):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        libvirt_uri: str,
+        token: str | None = None,
+        validate_results: bool = False,
+        **settings,
+    ):
         self.workdir = workdir
         self.state_dir = os.path.join(workdir, "state")
         self.libvirt_uri = libvirt_uri
         self.token = token
         self.settings = settings
+        self.validate_results = validate_results
         self.log_path = os.path.join(workdir, "agent.log")
         self._proc: subprocess.Popen | None = None
 
@@ -35,6 +45,7 @@ class AgentProcess:
     def _write_config(self) -> str:
         path = os.path.join(self.workdir, "agent.conf")
         lines = ["[vars]"] + [f"{k} = {v}" for k, v in self.settings.items()]
+        lines += ["[rpc]", f"validate_results = {str(self.validate_results).lower()}"]
         if self.token:
             lines += ["[auth]", f"token = {self.token}"]
         with open(path, "w", encoding="utf-8") as f:
