@@ -11,9 +11,9 @@ import uuid
 import libvirt
 from twisted.internet.task import deferLater
 
-from vdsmlike.agentproc import AgentProcess
-from vdsmlike import client as agent_client
+from vdsmlike.agentproc import AgentProcess, connect_when_ready
 from vdsmlike.virt.embedded import prepare_embedded_root
+from vdsmlike.virt.libvirt import ensure_event_loop
 from vdsmlike.vm.domxml import build_domain
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +22,16 @@ MARKER = b"VDSMLIKE-GUEST-READY"
 
 def guest_dir() -> str:
     """Build (once) and return the test guest directory."""
-    out = subprocess.run(
-        [os.path.join(TOP, "contrib", "guest-image", "build.sh")],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [os.path.join(TOP, "contrib", "guest-image", "build.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     return out[-1]
 
 
@@ -62,7 +68,7 @@ async def through_agent(reactor, directory: str, runs: int) -> list[float]:
         agent = AgentProcess(tmp, libvirt_uri=f"qemu:///embed?root={tmp}/root")
         url = await agent.start(reactor)
         try:
-            client = await agent_client.connect(reactor, url)
+            client = await connect_when_ready(reactor, url)
             for _ in range(runs):
                 params = guest_params(directory)
                 serial = os.path.join(agent.state_dir, "serial", f"{params['vmId']}.log")
@@ -81,6 +87,7 @@ async def direct(reactor, directory: str, runs: int) -> list[float]:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         prepare_embedded_root(f"{tmp}/root")
+        ensure_event_loop()  # the embedded driver refuses to open without one
         conn = libvirt.open(f"qemu:///embed?root={tmp}/root")
         try:
             for _ in range(runs):

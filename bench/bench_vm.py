@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -21,11 +20,11 @@ import uuid
 
 import libvirt
 import psutil
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater, react
 
-from vdsmlike.agentproc import AgentProcess
 from vdsmlike import client as agent_client
+from vdsmlike.agentproc import AgentProcess, connect_when_ready
 from vdsmlike.vm.domxml import build_domain
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +64,7 @@ class StatusWatch:
 
 async def agent_cycles(reactor, url: str, cycles: int) -> list[float]:
     """Seconds per create → Up → destroy cycle through the agent."""
-    client = await agent_client.connect(reactor, url)
+    client = await connect_when_ready(reactor, url)
     watch = StatusWatch(client)
     await client.subscribe(["|virt|VM_status|*"])
     times = []
@@ -74,7 +73,7 @@ async def agent_cycles(reactor, url: str, cycles: int) -> list[float]:
         vm_id = params["vmId"]
         start = time.perf_counter()
         await client.call("VM.create", {"vmParams": params})
-        await _wait(lambda: watch.last.get(vm_id) == "Up", 10, reactor)
+        await _wait(lambda vm_id=vm_id: watch.last.get(vm_id) == "Up", 10, reactor)
         await client.call("VM.destroy", [vm_id])
         times.append(time.perf_counter() - start)
     await client.close()

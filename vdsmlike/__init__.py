@@ -1,3 +1,4 @@
-"""vdsmlike host agent: a VDSM-like daemon serving JSON-RPC 2.0 over WebSocket and driving libvirt."""
+"""vdsmlike host agent: a VDSM-like daemon that serves JSON-RPC 2.0 over WebSocket and drives
+libvirt."""
 
 __version__ = "0.1.0"

@@ -58,9 +58,19 @@ class AgentProcess:
         url_file = os.path.join(self.state_dir, "agent.url")
         if os.path.exists(url_file):
             os.unlink(url_file)
-        argv = [sys.executable, "-m", "vdsmlike.cli.agent", "--config", self._write_config(),
-                "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
-                "--libvirt-uri", self.libvirt_uri]
+        argv = [
+            sys.executable,
+            "-m",
+            "vdsmlike.cli.agent",
+            "--config",
+            self._write_config(),
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            self.state_dir,
+            "--libvirt-uri",
+            self.libvirt_uri,
+        ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -93,3 +103,24 @@ class AgentProcess:
                 self._proc.kill()
             await deferLater(reactor, 0.05, lambda: None)
         return self._proc.returncode
+
+
+async def connect_when_ready(reactor, url: str, *, token: str | None = None, timeout: float = 60.0):
+    """
+    Connect to an agent and wait until it has recovered its VMs (verbs stop answering 99).
+
+    :returns: the connected :class:`vdsmlike.client.AgentClient`.
+    """
+    from .api.errors import Recovering
+    from .client import RemoteError, connect
+
+    client = await connect(reactor, url, token=token)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.call("Host.ping2")
+            return client
+        except RemoteError as e:
+            if e.code != Recovering.code or time.monotonic() > deadline:
+                raise
+        await deferLater(reactor, 0.1, lambda: None)

@@ -54,7 +54,7 @@ async def run_demo(reactor, config: AgentConfig, guest_dir: str) -> None:
     print(
         f"""
 vdsmlike agent is running at {url}
-Two real guests are booting under QEMU (TCG): {', '.join(created)}
+Two real guests are booting under QEMU (TCG): {", ".join(created)}
 
 Try, in another shell (. .venv/bin/activate first):
   vdsmlike-client --url {url} Host.getVMList onlyUUID=false

@@ -202,9 +202,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         libvirt_uri=config.libvirt_uri,
     )
     schema = Schema.load(strict=config.strict)
-    handlers = collect(
-        HostApi(container, vm_monitor, host_monitor), VmApi(container, vm_monitor)
-    )
+    handlers = collect(HostApi(container, vm_monitor, host_monitor), VmApi(container, vm_monitor))
     dispatcher = Dispatcher(
         handlers,
         schema.bind_params,

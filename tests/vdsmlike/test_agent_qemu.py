@@ -20,8 +20,7 @@ from guests import READY_MARKER
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from vdsmlike import client as agent_client
-from vdsmlike.agentproc import AgentProcess
+from vdsmlike.agentproc import AgentProcess, connect_when_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -59,23 +58,10 @@ class Session:
 
     async def start(self):
         url = await self.proc.start(reactor)
-        await wait_until(lambda: True, 0)
-        self.client = await agent_client.connect(reactor, url)
+        self.client = await connect_when_ready(reactor, url)
         self.client.on_event(self._event)
         await self.client.subscribe(["|virt|VM_status|*"])
-        await self._until_ready()
         return self
-
-    async def _until_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.client.call("Host.ping2")
-                return
-            except agent_client.RemoteError as e:
-                if e.code != 99 or time.monotonic() > deadline:
-                    raise
-            await deferLater(reactor, 0.1, lambda: None)
 
     def _event(self, event_id, params):
         for key, value in params.items():
@@ -130,7 +116,6 @@ async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_im
         await session.client.call("VM.cont", [vm_id])
         await wait_until(lambda: len(ticks(serial)) > frozen + 1, 10, "ticks after cont")
 
-        await wait_until(lambda: True, 0)
         before = await _unused_kib(session, vm_id)
         await session.client.call("VM.setBalloonTarget", {"vmID": vm_id, "target": 128 * 1024})
         await _until(lambda: _unused_kib(session, vm_id), lambda v: v < before - 40 * 1024, 30)

@@ -10,11 +10,10 @@ import uuid
 
 import pytest
 import pytest_twisted
+from agent_harness import node_uri, start_agent, wait_until
 
 from vdsmlike.client import RemoteError
 from vdsmlike.vm.domxml import build_domain
-
-from agent_harness import node_uri, start_agent, wait_until
 
 
 def legacy_params(**extra):
@@ -47,7 +46,12 @@ async def test_vm_lifecycle_reports_vdsm_states_in_order(tmp_path):
         assert await agent.call("VM.destroy", {"vmID": vm_id}) is True
         await agent.wait_for_status(vm_id, "Down")
         assert agent.statuses(vm_id) == [
-            "WaitForLaunch", "Powering up", "Up", "Paused", "Up", "Down"
+            "WaitForLaunch",
+            "Powering up",
+            "Up",
+            "Paused",
+            "Up",
+            "Down",
         ]
         assert vm_id not in await agent.call("Host.getVMList")
     finally:
@@ -65,7 +69,9 @@ async def test_status_events_are_ordered_by_notify_time(tmp_path):
         await agent.call("VM.destroy", [params["vmId"]])
         await agent.wait_for_status(params["vmId"], "Down")
         times = [p["notify_time"] for e, p in agent.events if params["vmId"] in e]
-        status_times = [p[params["vmId"]]["statusTime"] for e, p in agent.events if params["vmId"] in e]
+        status_times = [
+            p[params["vmId"]]["statusTime"] for e, p in agent.events if params["vmId"] in e
+        ]
         assert times == sorted(set(times)) and len(times) == 4
         assert status_times == sorted(set(status_times))
     finally:
@@ -180,7 +186,9 @@ async def test_bad_requests_get_clear_errors_and_lose_nothing(tmp_path):
         await expect_error(agent, "VM.destroy", [str(uuid.uuid4())], 1)
         await expect_error(agent, "VM.getStats", [str(uuid.uuid4())], 1)
         await expect_error(agent, "Host.noSuchVerb", [], -32601)
-        message = await expect_error(agent, "VM.create", {"vmParams": {**params, "memSize": -1}}, -32602)
+        message = await expect_error(
+            agent, "VM.create", {"vmParams": {**params, "memSize": -1}}, -32602
+        )
         assert "memSize" in message
         bomb = (
             '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa">'

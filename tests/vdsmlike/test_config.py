@@ -27,7 +27,9 @@ def test_flags_override_the_file(tmp_path):
 
 def test_ini_values_are_typed():
     """Numbers and booleans in the INI file become numbers and booleans."""
-    config = read_ini("[rpc]\nstrict = false\nmax_message_size = 2048\n[vars]\nguest_wait_timeout = 2.5\n")
+    config = read_ini(
+        "[rpc]\nstrict = false\nmax_message_size = 2048\n[vars]\nguest_wait_timeout = 2.5\n"
+    )
     assert config.strict is False
     assert config.max_message_size == 2048
     assert config.guest_wait_timeout == 2.5
@@ -69,7 +71,11 @@ def test_token_from_environment():
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:0", ("::1", 0)), ("localhost:5", ("localhost", 5))],
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:5", ("localhost", 5)),
+    ],
 )
 def test_parse_listen(text, expected):
     """HOST:PORT and [v6]:PORT are split into host and port."""

@@ -70,9 +70,7 @@ class HostApi:
     @verb("Host.getAllVmStats")
     def get_all_vm_stats(self) -> list[dict[str, Any]]:
         """``VmStats`` of every VM, Down VMs included."""
-        return [
-            self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()
-        ]
+        return [self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()]
 
     @verb("Host.dumpxmls")
     def dumpxmls(self, vmList: list[str]) -> dict[str, Any]:

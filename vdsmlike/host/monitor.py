@@ -37,6 +37,7 @@ def vm_counts(vms: Iterable[Vm]) -> VmCounts:
         vm_migrating=outgoing + incoming,
         incoming=incoming,
         outgoing=outgoing,
+        mem_committed_mib=sum(vm.spec.memory_kib for vm in running) // 1024,
     )
 
 
@@ -71,9 +72,7 @@ class HostMonitor:
 
     async def sample(self) -> None:
         """Take one psutil sample of the host (on the runner)."""
-        sample = await self._runner.run(
-            _HOST_KEY, take_host_sample, disk_paths=self._disk_paths
-        )
+        sample = await self._runner.run(_HOST_KEY, take_host_sample, disk_paths=self._disk_paths)
         self._sampler.update(sample)
 
     def stats(self, vms: Iterable[Vm], *, mom: dict | None = None) -> dict[str, Any]:

@@ -143,7 +143,9 @@ class VmContainer:
         self._vms[vm.vm_id] = vm
         self.log.info(
             "recovered vm {vm_id} ({name}) as {state}{ext}",
-            vm_id=vm.vm_id, name=vm.name, state=vm.state.value,
+            vm_id=vm.vm_id,
+            name=vm.name,
+            state=vm.state.value,
             ext=" (external)" if external else "",
         )
 
@@ -209,7 +211,9 @@ class VmContainer:
             info = await self._hv.create(vm.xml, paused)
         except HypervisorError as e:
             self.log.error("vm {vm_id} failed to start: {error}", vm_id=vm.vm_id, error=e)
-            self._transition(vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.LIBVIRT_START_FAILED, str(e)))
+            self._transition(
+                vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.LIBVIRT_START_FAILED, str(e))
+            )
             return
         vm.xml = info.xml
         vm.started_monotonic = self._monotonic()
@@ -289,7 +293,9 @@ class VmContainer:
                     vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.ADMIN_SHUTDOWN)
                 )
             )
-            d.addErrback(lambda f: self.log.failure("forced shutdown of {vm_id}", f, vm_id=vm.vm_id))
+            d.addErrback(
+                lambda f: self.log.failure("forced shutdown of {vm_id}", f, vm_id=vm.vm_id)
+            )
             return
         self.log.info("vm {vm_id} did not power off in time", vm_id=vm.vm_id)
         vm.requests = replace(vm.requests, shutdown=False)
@@ -406,7 +412,9 @@ class VmContainer:
         except InvalidTransition:
             self.log.debug(
                 "vm {vm_id}: ignoring {event} in {state}",
-                vm_id=vm.vm_id, event=event.value, state=old.value,
+                vm_id=vm.vm_id,
+                event=event.value,
+                state=old.value,
             )
             return False
         changed_code = pause_code is not None and pause_code != vm.pause_code
@@ -423,9 +431,7 @@ class VmContainer:
             vm.requests = replace(vm.requests, shutdown=False)
         if new == VmState.POWERING_UP:
             self._schedule(vm, "boot", self._config.guest_wait_timeout, self._booted, vm)
-        self.log.info(
-            "vm {vm_id} {old} -> {new}", vm_id=vm.vm_id, old=old.value, new=new.value
-        )
+        self.log.info("vm {vm_id} {old} -> {new}", vm_id=vm.vm_id, old=old.value, new=new.value)
         self._emit(vm)
         return True
 

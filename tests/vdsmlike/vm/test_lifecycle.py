@@ -67,5 +67,7 @@ def test_defined_event_means_nothing():
 def test_shutdown_finished_event_waits_for_stopped():
     """QEMU's SHUTDOWN event (also sent on destroy) changes nothing; STOPPED ends the VM."""
     for detail in (0, 1, 2):
-        meaning = interpret(DomainEvent(VM, LifecycleEvent.SHUTDOWN, detail), Requests(destroy=True))
+        meaning = interpret(
+            DomainEvent(VM, LifecycleEvent.SHUTDOWN, detail), Requests(destroy=True)
+        )
         assert meaning.events == ()

@@ -18,8 +18,17 @@ from vdsmlike.vm.states import (
 )
 
 WIRE = [
-    "WaitForLaunch", "Powering up", "Up", "Powering down", "RebootInProgress", "Paused",
-    "Migration Source", "Migration Destination", "Saving State", "Restoring state", "Down",
+    "WaitForLaunch",
+    "Powering up",
+    "Up",
+    "Powering down",
+    "RebootInProgress",
+    "Paused",
+    "Migration Source",
+    "Migration Destination",
+    "Saving State",
+    "Restoring state",
+    "Down",
 ]
 
 
@@ -51,14 +60,26 @@ def test_down_is_final(event):
 def test_normal_life_of_a_vm():
     """A VM launches, boots, pauses, resumes, powers down and ends Down."""
     state = VmState.WAIT_FOR_LAUNCH
-    path = [VmEvent.LAUNCHED, VmEvent.BOOTED, VmEvent.PAUSED, VmEvent.RESUMED,
-            VmEvent.SHUTDOWN_REQUESTED, VmEvent.STOPPED]
+    path = [
+        VmEvent.LAUNCHED,
+        VmEvent.BOOTED,
+        VmEvent.PAUSED,
+        VmEvent.RESUMED,
+        VmEvent.SHUTDOWN_REQUESTED,
+        VmEvent.STOPPED,
+    ]
     seen = []
     for event in path:
         state = next_state(state, event)
         seen.append(state)
-    assert seen == [VmState.POWERING_UP, VmState.UP, VmState.PAUSED, VmState.UP,
-                    VmState.POWERING_DOWN, VmState.DOWN]
+    assert seen == [
+        VmState.POWERING_UP,
+        VmState.UP,
+        VmState.PAUSED,
+        VmState.UP,
+        VmState.POWERING_DOWN,
+        VmState.DOWN,
+    ]
 
 
 def test_launch_paused_goes_straight_to_paused():
