@@ -84,6 +84,18 @@ async def wait_until(predicate, timeout: float, what: str = "condition") -> None
         await deferLater(reactor, 0.02, lambda: None)
 
 
+async def eventually(fetch, accept, timeout: float = 10.0, interval: float = 0.1):
+    """Call the async ``fetch`` until ``accept(value)``; :returns: that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"last value {value!r} never accepted")
+        await deferLater(reactor, interval, lambda: None)
+
+
 async def start_agent(tmp_path, *, libvirt_uri: str, **overrides: Any) -> RunningAgent:
     """Start the production service tree on 127.0.0.1:0 and connect a subscribed client."""
     settings = dict(

@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from agent_harness import wait_until
+from agent_harness import eventually, wait_until
 from guests import READY_MARKER
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -118,7 +117,9 @@ async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_im
 
         before = await _unused_kib(session, vm_id)
         await session.client.call("VM.setBalloonTarget", {"vmID": vm_id, "target": 128 * 1024})
-        await _until(lambda: _unused_kib(session, vm_id), lambda v: v < before - 40 * 1024, 30)
+        await eventually(
+            lambda: _unused_kib(session, vm_id), lambda v: v < before - 40 * 1024, 30, 0.5
+        )
         info = (await stats_of(session, vm_id))["balloonInfo"]
         assert info["balloon_target"] == str(128 * 1024)
 
@@ -136,17 +137,6 @@ async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_im
 async def _unused_kib(session, vm_id) -> int:
     stats = await stats_of(session, vm_id)
     return int(stats.get("memoryStats", {}).get("mem_unused", "0"))
-
-
-async def _until(fetch, accept, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"last value {value!r} never accepted")
-        await deferLater(reactor, 0.5, lambda: None)
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import pytest_twisted
-from agent_harness import node_uri, start_agent, wait_until
+from agent_harness import eventually, node_uri, start_agent, wait_until
 
 from vdsmlike.client import RemoteError
 from vdsmlike.vm.domxml import build_domain
@@ -132,7 +132,6 @@ async def test_host_views_validate_against_the_schema(tmp_path):
         params = legacy_params()
         await agent.call("VM.create", {"vmParams": params})
         await agent.wait_for_status(params["vmId"], "Up")
-        await wait_until(lambda: True, 0)
         all_stats = await agent.call("Host.getAllVmStats")
         assert [s["vmId"] for s in all_stats] == [params["vmId"]]
         assert (await agent.call("Host.getStats"))["vmActive"] == 1
@@ -153,20 +152,11 @@ async def test_balloon_target_is_applied_and_reported(tmp_path):
         await agent.wait_for_status(vm_id, "Up")
         assert await agent.call("VM.setBalloonTarget", {"vmID": vm_id, "target": 131072}) is True
 
-        async def balloon():
+        async def balloon_info():
             [stats] = await agent.call("VM.getStats", [vm_id])
             return stats.get("balloonInfo", {})
 
-        info = {}
-        for _ in range(100):
-            info = await balloon()
-            if info.get("balloon_cur") == "131072":
-                break
-            await wait_until(lambda: True, 0)
-            from twisted.internet import reactor
-            from twisted.internet.task import deferLater
-
-            await deferLater(reactor, 0.1, lambda: None)
+        info = await eventually(balloon_info, lambda i: i.get("balloon_cur") == "131072")
         assert info["balloon_target"] == "131072" and info["balloon_cur"] == "131072"
         message = await expect_error(agent, "VM.setBalloonTarget", [vm_id, 10**9], 53)
         assert "exceeds" in message

@@ -215,7 +215,7 @@ class VmContainer:
                 vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.LIBVIRT_START_FAILED, str(e))
             )
             return
-        vm.xml = info.xml
+        self._set_xml(vm, info.xml)
         vm.started_monotonic = self._monotonic()
         if vm.requests.destroy:
             return  # VM.destroy came while starting; it finishes the job.
@@ -384,7 +384,15 @@ class VmContainer:
             raise error(str(e)) from None
 
     async def _refresh_xml(self, vm: Vm) -> None:
-        vm.xml = await self._call(vm, self._hv.get_xml)
+        self._set_xml(vm, await self._call(vm, self._hv.get_xml))
+
+    def _set_xml(self, vm: Vm, xml: str) -> None:
+        """Take the live XML, and the devices libvirt filled in (NIC target devs, aliases)."""
+        vm.xml = xml
+        try:
+            vm.spec = domxml.parse_domain(xml)
+        except domxml.InvalidDomainXml as e:
+            self.log.warn("vm {vm_id}: live XML unparsable: {error}", vm_id=vm.vm_id, error=e)
 
     # -- libvirt events ----------------------------------------------------------------------
 
