@@ -22,6 +22,14 @@ def legacy_params(**extra):
     return params
 
 
+async def create_up(agent, **extra) -> str:
+    """Create a VM from legacy params and wait until it is reported Up; :returns: its id."""
+    params = legacy_params(**extra)
+    await agent.call("VM.create", {"vmParams": params})
+    await agent.wait_for_status(params["vmId"], "Up")
+    return params["vmId"]
+
+
 async def expect_error(agent, method, params, code):
     with pytest.raises(RemoteError) as info:
         await agent.call(method, params)
@@ -63,15 +71,11 @@ async def test_status_events_are_ordered_by_notify_time(tmp_path):
     """notify_time and statusTime strictly increase across one VM's status events."""
     agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path))
     try:
-        params = legacy_params()
-        await agent.call("VM.create", {"vmParams": params})
-        await agent.wait_for_status(params["vmId"], "Up")
-        await agent.call("VM.destroy", [params["vmId"]])
-        await agent.wait_for_status(params["vmId"], "Down")
-        times = [p["notify_time"] for e, p in agent.events if params["vmId"] in e]
-        status_times = [
-            p[params["vmId"]]["statusTime"] for e, p in agent.events if params["vmId"] in e
-        ]
+        vm_id = await create_up(agent)
+        await agent.call("VM.destroy", [vm_id])
+        await agent.wait_for_status(vm_id, "Down")
+        times = [p["notify_time"] for e, p in agent.events if vm_id in e]
+        status_times = [p[vm_id]["statusTime"] for e, p in agent.events if vm_id in e]
         assert times == sorted(set(times)) and len(times) == 4
         assert status_times == sorted(set(status_times))
     finally:
@@ -83,10 +87,7 @@ async def test_guest_shutdown_stays_listed_down_until_destroy(tmp_path):
     """A shut-down VM is listed Down with exit reason 6 until VM.destroy removes it."""
     agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path))
     try:
-        params = legacy_params()
-        vm_id = params["vmId"]
-        await agent.call("VM.create", {"vmParams": params})
-        await agent.wait_for_status(vm_id, "Up")
+        vm_id = await create_up(agent)
         assert await agent.call("VM.shutdown", {"vmID": vm_id, "timeout": 5}) is True
         await agent.wait_for_status(vm_id, "Down")
         [stats] = await agent.call("VM.getStats", [vm_id])
@@ -129,14 +130,12 @@ async def test_host_views_validate_against_the_schema(tmp_path):
         assert caps["libvirtUri"].startswith("test://")
         stats = await agent.call("Host.getStats")
         assert stats["vmCount"] == 0 and isinstance(stats["cpuLoad"], str)
-        params = legacy_params()
-        await agent.call("VM.create", {"vmParams": params})
-        await agent.wait_for_status(params["vmId"], "Up")
+        vm_id = await create_up(agent)
         all_stats = await agent.call("Host.getAllVmStats")
-        assert [s["vmId"] for s in all_stats] == [params["vmId"]]
+        assert [s["vmId"] for s in all_stats] == [vm_id]
         assert (await agent.call("Host.getStats"))["vmActive"] == 1
         listed = await agent.call("Host.getVMList", {"onlyUUID": False})
-        assert listed == [{"vmId": params["vmId"], "status": "Up"}]
+        assert listed == [{"vmId": vm_id, "status": "Up"}]
     finally:
         await agent.stop()
 
@@ -146,10 +145,7 @@ async def test_balloon_target_is_applied_and_reported(tmp_path):
     """VM.setBalloonTarget changes the balloon; VM stats report the target."""
     agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path))
     try:
-        params = legacy_params(memSize=256)
-        vm_id = params["vmId"]
-        await agent.call("VM.create", {"vmParams": params})
-        await agent.wait_for_status(vm_id, "Up")
+        vm_id = await create_up(agent, memSize=256)
         assert await agent.call("VM.setBalloonTarget", {"vmID": vm_id, "target": 131072}) is True
 
         async def balloon_info():

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from ..virt.events import HostInfo
+from .stats import read_text
 
 SUPPORTED_ENGINES = ("4.2", "4.3", "4.4", "4.5")
 CLUSTER_LEVELS = ("4.2", "4.3", "4.4", "4.5", "4.6", "4.7", "4.8")
@@ -224,7 +225,7 @@ def gather_host_facts(
 
     :returns: a :class:`HostFacts`.
     """
-    os_info = parse_os_release(_read_text(os_release_path))
+    os_info = parse_os_release(read_text(os_release_path))
     return HostFacts(
         os_name=os_info.get("NAME", os.uname().sysname),
         os_version=os_info.get("VERSION_ID", ""),
@@ -331,14 +332,5 @@ def _one_nic(entries: Sequence[Any], st: Any, *, link_family: Any) -> NicFacts:
 
 def _selinux_mode(path: str) -> str:
     """``"1"``/``"0"`` from the enforce file, ``"-1"`` when SELinux is off or absent."""
-    text = _read_text(path).strip()
+    text = read_text(path).strip()
     return text if text in ("0", "1") else "-1"
-
-
-def _read_text(path: str) -> str:
-    """A small file's text, ``""`` when it cannot be read."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return ""

@@ -268,7 +268,7 @@ def _read_numa(root: str) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
         info = _read_meminfo(os.path.join(base, name, "meminfo"))
         if "MemTotal" in info and "MemFree" in info:
             memory[node] = (info["MemTotal"], info["MemFree"])
-        for cpu in parse_cpu_list(_read_text(os.path.join(base, name, "cpulist"))):
+        for cpu in parse_cpu_list(read_text(os.path.join(base, name, "cpulist"))):
             cpu_nodes[cpu] = node
     return memory, cpu_nodes
 
@@ -290,14 +290,14 @@ def parse_cpu_list(text: str) -> list[int]:
 
 def _thp_state(root: str) -> str:
     """The bracketed choice in ``.../transparent_hugepage/enabled``, ``""`` if unreadable."""
-    text = _read_text(os.path.join(root, "sys", "kernel", "mm", "transparent_hugepage", "enabled"))
+    text = read_text(os.path.join(root, "sys", "kernel", "mm", "transparent_hugepage", "enabled"))
     for word in text.split():
         if word.startswith("[") and word.endswith("]"):
             return word[1:-1]
     return ""
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     """A small file's text, ``""`` when it cannot be read."""
     try:
         with open(path) as f:
