@@ -1,0 +1,168 @@
+"""The VM container on the in-memory hypervisor with a deterministic clock: lifecycle, failures
+injected into the hypervisor, timers, and the one-Down rule."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from vdsmlike.api import errors
+from vdsmlike.virt.errors import HypervisorError
+from vdsmlike.virt.memory import MemoryHypervisor
+from vdsmlike.vm.container import ContainerConfig, VmContainer
+from vdsmlike.vm.states import VmState
+
+
+class World:
+    """A container, its memory hypervisor and clock, and the events it published."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.hv = MemoryHypervisor(reactor=self.clock)
+        self.events: list[tuple[str, dict]] = []
+        ticks = itertools.count(1)
+        self.vms = VmContainer(
+            self.hv,
+            clock=self.clock,
+            publish=lambda event_id, params: self.events.append((event_id, params)),
+            event_time=lambda: next(ticks),
+            config=ContainerConfig(domain_type="qemu", guest_wait_timeout=60),
+        )
+        self.hv.set_event_listener(self.vms.on_domain_event)
+        self.run(self.hv.open())
+        self.run(self.vms.recover())
+
+    def run(self, awaitable):
+        """Run a coroutine or Deferred to completion on the clock; :returns: its result."""
+        d = Deferred.fromCoroutine(awaitable) if not isinstance(awaitable, Deferred) else awaitable
+        results: list = []
+        d.addBoth(results.append)
+        self.clock.advance(0)
+        assert results, "did not finish"
+        if hasattr(results[0], "raiseException"):
+            results[0].raiseException()
+        return results[0]
+
+    def statuses(self, vm_id: str) -> list[str]:
+        return [p[vm_id]["status"] for e, p in self.events if e.endswith(vm_id)]
+
+    def create(self, **extra) -> str:
+        params = {"vmId": str(uuid.uuid4()), "vmName": "c-" + uuid.uuid4().hex[:6], "memSize": 64}
+        params.update(extra)
+        self.run(self.vms.create(None, params))
+        self.clock.advance(0)
+        return params["vmId"]
+
+
+@pytest.fixture
+def world():
+    return World()
+
+
+def test_started_vm_is_powering_up_then_up_after_the_guest_wait(world):
+    """A started VM reports Powering up until the guest wait timeout, then Up."""
+    vm_id = world.create()
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Powering up"]
+    world.clock.advance(59)
+    assert world.statuses(vm_id)[-1] == "Powering up"
+    world.clock.advance(1)
+    assert world.statuses(vm_id)[-1] == "Up"
+
+
+def test_libvirt_refusing_the_start_leaves_the_vm_down_with_its_message(world):
+    """A create that libvirt refuses ends Down once, reason 3, with libvirt's message."""
+    world.hv.fail_next("create", HypervisorError("no emulator for arch"))
+    vm_id = world.create()
+    vm = world.vms.get(vm_id)
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Down"]
+    assert (int(vm.exit.reason), int(vm.exit.code)) == (3, 1)
+    assert "no emulator" in vm.exit.message
+    assert world.hv.domains == {}
+
+
+def test_a_crashed_vm_stays_listed_down_until_destroyed(world):
+    """A crash is one Down with an error; VM.destroy then removes the VM without a second Down."""
+    vm_id = world.create()
+    world.hv.crash(vm_id)
+    world.clock.advance(0)
+    assert world.vms.get(vm_id).state == VmState.DOWN
+    assert int(world.vms.get(vm_id).exit.code) == 1
+    assert world.run(world.vms.destroy(vm_id)) is True
+    assert world.statuses(vm_id).count("Down") == 1
+    with pytest.raises(errors.NoSuchVM):
+        world.vms.get(vm_id)
+    assert world.clock.getDelayedCalls() == []
+
+
+def test_ignored_shutdown_gives_up_and_reports_up_again(world):
+    """Without force, a guest that ignores the power-off request is Up again after the timeout."""
+    vm_id = world.create()
+    world.clock.advance(60)
+    world.hv.guest_ignores_shutdown(vm_id)
+    world.run(world.vms.shutdown(vm_id, timeout=30))
+    assert world.statuses(vm_id)[-1] == "Powering down"
+    world.clock.advance(30)
+    assert world.statuses(vm_id)[-1] == "Up"
+    assert vm_id in world.hv.domains
+
+
+def test_ignored_shutdown_with_force_destroys_the_vm(world):
+    """With force, a guest that ignores the power-off request is destroyed: Down, reason 6."""
+    vm_id = world.create()
+    world.clock.advance(60)
+    world.hv.guest_ignores_shutdown(vm_id)
+    world.run(world.vms.shutdown(vm_id, timeout=30, force=True))
+    world.clock.advance(30)
+    world.clock.advance(0)
+    vm = world.vms.get(vm_id)
+    assert vm.state == VmState.DOWN and int(vm.exit.reason) == 6
+    assert world.statuses(vm_id).count("Down") == 1
+    assert vm_id not in world.hv.domains
+
+
+def test_a_failing_pause_reports_libvirts_error_and_changes_nothing(world):
+    """When libvirt fails a pause, the caller gets code 16 with its message; the VM stays Up."""
+    vm_id = world.create()
+    world.clock.advance(60)
+    world.hv.fail_next("suspend", HypervisorError("monitor is busy"))
+    with pytest.raises(errors.UnexpectedError, match="monitor is busy"):
+        world.run(world.vms.pause(vm_id))
+    assert world.vms.get(vm_id).state == VmState.UP
+
+
+def test_a_destroy_libvirt_cannot_do_keeps_the_vm_listed(world):
+    """If neither graceful nor forced destroy works, the caller gets 42 and the VM stays."""
+    vm_id = world.create()
+    world.hv.fail_next("destroy", HypervisorError("device busy"))
+    world.hv.fail_next("destroy", HypervisorError("device busy"))
+    with pytest.raises(errors.DestroyError, match="device busy"):
+        world.run(world.vms.destroy(vm_id))
+    assert world.vms.get(vm_id).state == VmState.POWERING_UP
+    assert "Down" not in world.statuses(vm_id)
+    assert world.run(world.vms.destroy(vm_id)) is True
+
+
+def test_balloon_target_survives_in_the_domain_metadata(world):
+    """The balloon target is stored in the domain, where a restarted agent finds it."""
+    vm_id = world.create(memSize=256)
+    world.run(world.vms.set_balloon_target(vm_id, 131072))
+    restarted = World.__new__(World)
+    restarted.__dict__.update(world.__dict__)
+    restarted.events = []
+    restarted.vms = VmContainer(
+        world.hv, clock=world.clock, publish=lambda *a: None, event_time=lambda: 1
+    )
+    restarted.run(restarted.vms.recover())
+    assert restarted.vms.get(vm_id).metadata.balloon_target == 131072
+    assert restarted.vms.get(vm_id).state == VmState.UP
+
+
+def test_cont_on_a_running_vm_is_refused(world):
+    """VM.cont on a VM that is not paused answers error 16 and changes nothing."""
+    vm_id = world.create()
+    with pytest.raises(errors.UnexpectedError, match="not paused"):
+        world.run(world.vms.cont(vm_id))
