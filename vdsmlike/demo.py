@@ -13,10 +13,11 @@ import uuid
 from dataclasses import replace
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 
 from . import client as agent_client
 from .config import AgentConfig, finish
+from .logs import start_logging
 
 log = Logger()
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             guest_wait_timeout=10.0,
         )
     )
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    start_logging()
     from twisted.internet import reactor
 
     d = Deferred.fromCoroutine(run_demo(reactor, config, os.path.abspath(args.guest_dir)))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 
 from ..config import ConfigError, load_config
+from ..logs import start_logging
 
 log = Logger()
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vdsmlike-agent: {e}", file=sys.stderr)
         return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    start_logging()
     from twisted.internet import reactor
 
     from ..service import make_service
