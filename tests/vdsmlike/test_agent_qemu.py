@@ -97,7 +97,8 @@ async def stats_of(session, vm_id):
 
 @pytest_twisted.ensureDeferred
 async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_image):
-    """A real guest boots, stops ticking while paused, gives memory to the balloon, powers off."""
+    """A real guest boots, stops ticking while paused, gives memory to the balloon, takes a
+    hot-plugged NIC, and powers off on request."""
     session = await Session(workdir).start()
     try:
         params = guest_params(guest_image)
@@ -122,6 +123,18 @@ async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_im
         )
         info = (await stats_of(session, vm_id))["balloonInfo"]
         assert info["balloon_target"] == str(128 * 1024)
+
+        nic = (
+            "<devices><interface type='user'><mac address='52:54:00:12:34:56'/>"
+            "</interface></devices>"
+        )
+        [before] = await session.client.call("VM.getStats", [vm_id])
+        plugged = await session.client.call(
+            "VM.hotplugNic", {"vmID": vm_id, "params": {"xml": nic}}
+        )
+        assert "52:54:00:12:34:56" in plugged["vmList"]["xml"]
+        [after] = await session.client.call("VM.getStats", [vm_id])
+        assert after["hash"] != before["hash"]
 
         await session.client.call("VM.shutdown", {"vmID": vm_id, "timeout": 60})
         await session.wait_status(vm_id, "Down")
