@@ -40,7 +40,7 @@ async def test_unplugging_a_device_the_vm_lacks_is_refused(tmp_path):
     try:
         vm_id = await create_up(agent)
         nic = {"nic": {"macAddr": "52:54:00:00:00:99", "network": "default"}}
-        disk = {"drive": {"path": "/nonexistent.img", "index": 7, "format": "raw"}}
+        disk = {"drive": {"path": "/nonexistent.img", "name": "vdz"}}
         for verb, params, code in (
             ("VM.hotunplugNic", nic, 50),
             ("VM.hotunplugDisk", disk, 46),

@@ -369,6 +369,8 @@ def _refine(error: ValidationError) -> tuple[list[str], str]:
         extra = _extra_property(error)
         if extra is not None:
             return [extra], "unknown property"
+    elif error.validator == "not" and set(error.validator_value) == {"required"}:
+        return [], f"give at most one of {', '.join(error.validator_value['required'])}"
     elif error.validator in ("oneOf", "anyOf"):
         choices = _required_choices(error.validator_value)
         if choices:
