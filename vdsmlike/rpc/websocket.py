@@ -9,7 +9,6 @@ per-connection verbs, so they live here.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -180,17 +179,3 @@ def listen_description(host: str, port: int) -> str:
         return f"tcp:port={port}"
     escaped = host.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
     return f"tcp:port={port}:interface={escaped}"
-
-
-def is_loopback(host: str) -> bool:
-    """:returns: whether ``host`` is ``localhost`` or a loopback address (IPv4, IPv6, mapped)."""
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback

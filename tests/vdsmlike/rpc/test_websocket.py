@@ -10,7 +10,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
 
 from vdsmlike.client import HandshakeFailed, connect
-from vdsmlike.rpc.websocket import is_loopback, listen_description
+from vdsmlike.config import is_loopback
+from vdsmlike.rpc.websocket import listen_description
 
 from .wsharness import Server, default_handlers, raw_connect, request, until
 
