@@ -144,3 +144,29 @@ class IHypervisor(Interface):
             flat keys (``cpu.time``, ``balloon.current``, ``block.0.rd.bytes``, ...), plus
             ``"state.state"``. Domains that vanish mid-call are omitted, never an error.
         """
+
+
+class IHookRunner(Interface):
+    """
+    Runs the hooks of one hook point: executable scripts (VDSM's protocol) and in-process
+    plugins, in the documented order, each seeing the payload as its predecessors left it.
+    """
+
+    def run(point, payload, *, vm_id=None, custom=None, params=None):
+        """
+        Run every hook of ``point``.
+
+        :param point: a hook point name, e.g. ``"before_vm_start"``.
+        :param payload: domain or device XML (str), a JSON-able object for the ``get_*``,
+            network and disk-prepare points, or None (an empty payload file).
+        :param vm_id: the VM's id, given to hooks as ``vmId``.
+        :param custom: the VM's (or device's) custom properties, given as environment variables.
+        :param params: extra variables for the hooks (VDSM's ``params``).
+        :returns: a Deferred firing with a :class:`hooks.runner.HookResult` (the final payload,
+            the errors, launch flags for ``before_vm_start``). For a ``before_*`` point any
+            failing hook makes it fail with :class:`vdsmlike.api.errors.HookError` (1500)
+            carrying the hook's stderr; ``after_*`` failures are logged and never fail it.
+        """
+
+    def installed():
+        """:returns: ``{point: {script name: {"checksum": sha256 hex}}}`` for getCapabilities."""
