@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ..api import errors
-from ..interfaces import IHypervisor
+from ..interfaces import IHookRunner, IHypervisor
 from ..virt.errors import DomainNotFound, HypervisorError
 from ..virt.events import DomainEvent, DomainInfo
 from . import domxml
@@ -35,6 +35,9 @@ from .states import (
 from .vm import Vm, status_details, vm_definition
 
 Publish = Callable[[str, dict], None]
+
+# libvirt's VIR_DOMAIN_START_PAUSED, the launch flag a before_vm_start hook may ask for.
+START_PAUSED = 1
 
 _RUNNING = (VmState.POWERING_UP, VmState.UP, VmState.POWERING_DOWN, VmState.REBOOT_IN_PROGRESS)
 
@@ -70,6 +73,7 @@ class VmContainer:
         publish: Publish,
         event_time: Callable[[], int],
         config: ContainerConfig = ContainerConfig(),
+        hooks: IHookRunner | None = None,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +82,7 @@ class VmContainer:
         self._publish = publish
         self._event_time = event_time
         self._config = config
+        self._hooks = hooks
         self._now = now
         self._monotonic = monotonic
         self._vms: dict[str, Vm] = {}
@@ -206,9 +211,17 @@ class VmContainer:
             raise errors.InvalidParameter(str(e)) from None
 
     async def _start(self, vm: Vm) -> None:
-        paused = vm.metadata.launch_paused
         try:
-            info = await self._hv.create(vm.xml, paused)
+            xml, flags = await self._hook("before_vm_start", vm.xml, vm)
+        except errors.HookError as e:
+            self.log.error("vm {vm_id}: before_vm_start refused: {error}", vm_id=vm.vm_id, error=e)
+            self._transition(
+                vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.GENERIC_ERROR, e.wire_message())
+            )
+            return
+        paused = vm.metadata.launch_paused or bool((flags or 0) & START_PAUSED)
+        try:
+            info = await self._hv.create(xml, paused)
         except HypervisorError as e:
             self.log.error("vm {vm_id} failed to start: {error}", vm_id=vm.vm_id, error=e)
             self._transition(
@@ -220,6 +233,7 @@ class VmContainer:
         if vm.requests.destroy:
             return  # VM.destroy came while starting; it finishes the job.
         self._transition(vm, VmEvent.LAUNCHED_PAUSED if paused else VmEvent.LAUNCHED)
+        await self._hook("after_vm_start", vm.xml, vm)
 
     # -- destroy, shutdown, reset --------------------------------------------------------------
 
@@ -237,11 +251,13 @@ class VmContainer:
         if not vm.is_down:
             starting = vm.state == VmState.WAIT_FOR_LAUNCH
             vm.requests = replace(vm.requests, destroy=True)
+            await self._hook("before_vm_destroy", None, vm)  # never stops a destroy
             await self._stop_domain(vm, graceful=graceful_attempts > 0)
             reason = ExitReason.DESTROYED_ON_STARTUP if starting else ExitReason.ADMIN_SHUTDOWN
             self._transition(vm, VmEvent.STOPPED, exit=Exit.of(reason))
         self._vms.pop(vm.vm_id, None)
         self._cancel_timers(vm.vm_id)
+        await self._hook("after_vm_destroy", vm.xml, vm)
         return True
 
     async def _stop_domain(self, vm: Vm, *, graceful: bool) -> None:
@@ -315,8 +331,10 @@ class VmContainer:
         """Stop the guest's vCPUs. :raises errors.VMIsDown: for a Down VM."""
         vm = self._running(vm_id, allow=(VmState.PAUSED,))
         if vm.state != VmState.PAUSED:
+            await self._hook("before_vm_pause", vm.xml, vm)
             await self._call(vm, self._hv.suspend)
             self._transition(vm, VmEvent.PAUSED, pause_code="NOERR")
+            await self._hook("after_vm_pause", vm.xml, vm)
         await self._save_metadata(vm, replace(vm.metadata, pause_time=self._now()))
         return True
 
@@ -325,8 +343,10 @@ class VmContainer:
         vm = self._usable(vm_id)
         if vm.state != VmState.PAUSED:
             raise errors.UnexpectedError(f"VM is not paused (status {vm.state.value})")
+        await self._hook("before_vm_cont", vm.xml, vm)
         await self._call(vm, self._hv.resume)
         self._transition(vm, VmEvent.RESUMED)
+        await self._hook("after_vm_cont", vm.xml, vm)
         await self._save_metadata(vm, replace(vm.metadata, pause_time=None))
         return True
 
@@ -358,9 +378,17 @@ class VmContainer:
         """
         error = errors.HotplugDiskError if kind == "disk" else errors.HotplugNicError
         vm = self._running(vm_id, allow=(VmState.PAUSED,))
-        device = self._device(params, kind, error)
-        await self._call(vm, self._hv.attach_device, device, error=error)
+        device, _ = await self._hook(
+            f"before_{kind}_hotplug", self._device(params, kind, error), vm
+        )
+        try:
+            await self._call(vm, self._hv.attach_device, device, error=error)
+        except errors.RpcError:
+            if kind == "nic":
+                await self._hook("after_nic_hotplug_fail", device, vm)
+            raise
         await self._refresh_xml(vm)
+        await self._hook(f"after_{kind}_hotplug", device, vm)
         return {"vmList": vm_definition(vm)}
 
     async def hotunplug(self, vm_id: str, params: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -372,8 +400,15 @@ class VmContainer:
         device = domxml.find_device(vm.xml, kind, domxml.device_key(wanted))
         if device is None:
             raise error(f"no such {kind} in the VM", vmId=vm.vm_id)
-        await self._call(vm, self._hv.detach_device, device, error=error)
+        device, _ = await self._hook(f"before_{kind}_hotunplug", device, vm)
+        try:
+            await self._call(vm, self._hv.detach_device, device, error=error)
+        except errors.RpcError:
+            if kind == "nic":
+                await self._hook("after_nic_hotunplug_fail", device, vm)
+            raise
         await self._refresh_xml(vm)
+        await self._hook(f"after_{kind}_hotunplug", device, vm)
         return {"vmList": vm_definition(vm)}
 
     @staticmethod
@@ -503,6 +538,20 @@ class VmContainer:
             raise errors.NoSuchVM("the domain is gone", vmId=vm.vm_id) from None
         except HypervisorError as e:
             raise (error or errors.UnexpectedError)(str(e), vmId=vm.vm_id) from None
+
+    async def _hook(self, point: str, payload: Any, vm: Vm) -> tuple[Any, int | None]:
+        """
+        Run a hook point for a VM.
+
+        :returns: the payload as the hooks left it, and the launch flags they asked for.
+        :raises errors.HookError: when a hook of an aborting ``before_*`` point fails.
+        """
+        if self._hooks is None:
+            return payload, None
+        result = await self._hooks.run(
+            point, payload, vm_id=vm.vm_id, custom=dict(vm.metadata.custom)
+        )
+        return result.payload, result.launch_flags
 
     async def _save_metadata(self, vm: Vm, metadata: domxml.VmMetadata) -> None:
         vm.metadata = metadata

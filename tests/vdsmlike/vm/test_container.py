@@ -166,3 +166,72 @@ def test_cont_on_a_running_vm_is_refused(world):
     vm_id = world.create()
     with pytest.raises(errors.UnexpectedError, match="not paused"):
         world.run(world.vms.cont(vm_id))
+
+
+class FakeHookRunner:
+    """Scripted stand-in for IHookRunner: records calls, rewrites or vetoes as told."""
+
+    def __init__(self, *, veto: set[str] = frozenset(), rewrite=None, launch_flags=None):
+        self.calls: list[str] = []
+        self.veto = veto
+        self.rewrite = rewrite or {}
+        self.launch_flags = launch_flags
+
+    def run(self, point, payload, *, vm_id=None, custom=None, params=None):
+        from types import SimpleNamespace
+
+        from twisted.internet.defer import fail, succeed
+
+        self.calls.append(point)
+        if point in self.veto:
+            return fail(errors.HookError("10_veto: not today"))
+        payload = self.rewrite.get(point, lambda p: p)(payload)
+        return succeed(SimpleNamespace(payload=payload, launch_flags=self.launch_flags))
+
+    def installed(self):
+        return {}
+
+
+def hooked_world(hooks) -> World:
+    world = World()
+    world.vms._hooks = hooks
+    return world
+
+
+def test_before_vm_start_veto_leaves_no_domain_and_reports_the_hook_error():
+    """A vetoing before_vm_start hook ends the VM Down with the hook's message; no domain."""
+    world = hooked_world(FakeHookRunner(veto={"before_vm_start"}))
+    vm_id = world.create()
+    vm = world.vms.get(vm_id)
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Down"]
+    assert "Hook Error" in vm.exit.message and "not today" in vm.exit.message
+    assert world.hv.domains == {}
+
+
+def test_the_xml_a_hook_writes_is_what_the_hypervisor_starts():
+    """The domain XML after before_vm_start hooks is the XML the hypervisor is given."""
+    tag = "</name><description>set by a hook</description>"
+    hooks = FakeHookRunner(rewrite={"before_vm_start": lambda x: x.replace("</name>", tag, 1)})
+    world = hooked_world(hooks)
+    vm_id = world.create()
+    assert "set by a hook" in world.run(world.hv.get_xml(vm_id))
+    assert hooks.calls[:2] == ["before_vm_start", "after_vm_start"]
+
+
+def test_launch_flags_from_a_hook_start_the_vm_paused():
+    """A before_vm_start hook asking for START_PAUSED makes the VM start Paused."""
+    world = hooked_world(FakeHookRunner(launch_flags=1))
+    vm_id = world.create()
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Paused"]
+
+
+def test_pause_veto_keeps_the_vm_running_and_destroy_hooks_always_run():
+    """A before_vm_pause veto is error 1500 with the VM still running; destroy runs its hooks."""
+    hooks = FakeHookRunner(veto={"before_vm_pause"})
+    world = hooked_world(hooks)
+    vm_id = world.create()
+    with pytest.raises(errors.HookError, match="not today"):
+        world.run(world.vms.pause(vm_id))
+    assert world.vms.get(vm_id).state == VmState.POWERING_UP
+    world.run(world.vms.destroy(vm_id))
+    assert hooks.calls[-2:] == ["before_vm_destroy", "after_vm_destroy"]
