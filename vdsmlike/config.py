@@ -22,6 +22,12 @@ The INI file (``--config``, e.g. ``contrib/agent.conf.example``)::
     guest_wait_timeout = 60       ; seconds "Powering up" before "Up"
     vm_sample_interval = 15       ; seconds between libvirt bulk samples
     host_sample_interval = 15     ; seconds between host samples
+
+    [hooks]
+    timeout = 300                 ; seconds before a hook script's process group is killed
+    plugins =                     ; stevedore plugin names (vdsmlike.hooks), in order
+    disabled_plugins =            ; names to leave out
+    order = plugins-first         ; or scripts-first: who runs first at each hook point
 """
 
 from __future__ import annotations
@@ -58,6 +64,15 @@ class AgentConfig:
     guest_wait_timeout: float = 60.0
     vm_sample_interval: float = 15.0
     host_sample_interval: float = 15.0
+    hook_timeout: float = 300.0
+    hook_plugins: str = ""
+    hook_disabled_plugins: str = ""
+    hook_order: str = "plugins-first"
+
+    @property
+    def runtime_dir(self) -> str:
+        """Where hooks find per-VM runtime files such as launch flags."""
+        return os.path.join(self.state_dir, "run")
 
     @property
     def url_file(self) -> str:
@@ -116,6 +131,10 @@ _INI_KEYS = {
     ("vars", "guest_wait_timeout"): "guest_wait_timeout",
     ("vars", "vm_sample_interval"): "vm_sample_interval",
     ("vars", "host_sample_interval"): "host_sample_interval",
+    ("hooks", "timeout"): "hook_timeout",
+    ("hooks", "plugins"): "hook_plugins",
+    ("hooks", "disabled_plugins"): "hook_disabled_plugins",
+    ("hooks", "order"): "hook_order",
 }
 
 
@@ -238,6 +257,12 @@ def finish(config: AgentConfig) -> AgentConfig:
             f"refusing to listen on {config.listen_host} without authentication: "
             "set [auth] token or token_file (or --token-file), or listen on 127.0.0.1"
         )
+    if config.hook_order not in ("plugins-first", "scripts-first"):
+        raise ConfigError(
+            f"[hooks] order must be plugins-first or scripts-first, got {config.hook_order!r}"
+        )
+    if config.hook_timeout <= 0:
+        raise ConfigError("[hooks] timeout must be a positive number of seconds")
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     return config

@@ -87,3 +87,17 @@ def test_parse_listen_refuses_garbage(text):
     """Anything but HOST:PORT with a valid port is refused."""
     with pytest.raises(ConfigError):
         parse_listen(text)
+
+
+def test_hook_settings_are_read_and_checked():
+    """[hooks] settings are read; an unknown order is refused."""
+    config = read_ini("[hooks]\ntimeout = 2.5\nplugins = a, b\norder = scripts-first\n")
+    assert (config.hook_timeout, config.hook_plugins, config.hook_order) == (
+        2.5,
+        "a, b",
+        "scripts-first",
+    )
+    with pytest.raises(ConfigError, match="order must be"):
+        from vdsmlike.config import finish
+
+        finish(read_ini("[hooks]\norder = random\n"))
