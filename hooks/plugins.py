@@ -12,9 +12,10 @@ The entry point names a class (instantiated with no arguments) or any object tha
   ``serves(point: str) -> bool`` (which wins when both are present);
 - ``__call__(point, payload, context)``: returns the modified payload, or ``None`` for "unchanged".
   For XML points the payload is a :class:`xml.dom.minidom.Document` (what ``hooking.read_domxml()``
-  gives scripts) which the plugin may edit in place or replace; for JSON points it is the Python
-  object; for points without a payload it is ``None``. The call may be ``async def`` or return a
-  Deferred; the runner waits for it.
+  gives scripts): edit it in place and return it, or return a new Document or XML text. ``None``
+  keeps the payload text exactly as it was, so in-place edits count only when the document is
+  returned. For JSON points the payload is the Python object; for points without a payload it is
+  ``None``. The call may be ``async def`` or return a Deferred; the runner waits for it.
 
 A plugin vetoes an operation by raising :class:`HookVeto`; at a point whose failures abort
 (the ``before_*`` points) the operation fails with ``HookError`` (1500) carrying the veto message,

@@ -16,13 +16,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from hooks.plugins import load_plugins
+from hooks.runner import HookRunner
+from hooks.scripts import ScriptHookRunner
+
 from .api.host import HostApi
 from .api.schema import Schema
 from .api.verbs import collect
 from .api.vm import VmApi
 from .config import AgentConfig
 from .host.monitor import HostMonitor
-from .interfaces import IBlockingRunner, IHypervisor
+from .interfaces import IBlockingRunner, IHookRunner, IHypervisor
 from .rpc.dispatcher import Dispatcher
 from .rpc.events import EventBus
 from .rpc.websocket import AgentServerFactory, listen_description
@@ -171,6 +175,24 @@ def make_hypervisor(config: AgentConfig, runner: IBlockingRunner, reactor: Any) 
     return LibvirtHypervisor(config.libvirt_uri, runner, reactor)
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def make_hooks(config: AgentConfig, reactor: Any) -> IHookRunner:
+    """The hook runner: scripts under the hooks dir and the configured plugins."""
+    scripts = ScriptHookRunner(
+        config.hooks_dir,
+        reactor=reactor,
+        runtime_dir=config.runtime_dir,
+        timeout=config.hook_timeout,
+    )
+    plugins = load_plugins(
+        _names(config.hook_plugins), disabled=_names(config.hook_disabled_plugins)
+    )
+    return HookRunner(scripts, plugins, order=config.hook_order)
+
+
 def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     """
     Build the agent's service tree.
@@ -178,11 +200,12 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     The returned service has attributes ``core`` (:class:`AgentCoreService`, with ``ready``),
     ``listener`` (:class:`ListenerService`, with ``url``), ``bus`` and ``container``.
     """
-    for directory in (config.state_dir, config.serial_dir):
+    for directory in (config.state_dir, config.serial_dir, config.runtime_dir):
         os.makedirs(directory, exist_ok=True)
     runner = ThreadPoolRunner(reactor)
     hypervisor = make_hypervisor(config, runner, reactor)
     bus = EventBus()
+    hooks = make_hooks(config, reactor)
     container = VmContainer(
         hypervisor,
         clock=reactor,
@@ -193,6 +216,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
             guest_wait_timeout=config.guest_wait_timeout,
             serial_dir=config.serial_dir,
         ),
+        hooks=hooks,
     )
     vm_monitor = VmStatsMonitor(hypervisor, stale_after=max(60.0, 4 * config.vm_sample_interval))
     host_monitor = HostMonitor(
@@ -202,7 +226,9 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         libvirt_uri=config.libvirt_uri,
     )
     schema = Schema.load(strict=config.strict)
-    handlers = collect(HostApi(container, vm_monitor, host_monitor), VmApi(container, vm_monitor))
+    handlers = collect(
+        HostApi(container, vm_monitor, host_monitor, hooks=hooks), VmApi(container, vm_monitor)
+    )
     dispatcher = Dispatcher(
         handlers,
         schema.bind_params,
@@ -230,5 +256,5 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     top.core.setServiceParent(top)
     top.listener = ListenerService(reactor, config, factory)
     top.listener.setServiceParent(top)
-    top.bus, top.container, top.schema = bus, container, schema
+    top.bus, top.container, top.schema, top.hooks = bus, container, schema, hooks
     return top

@@ -219,6 +219,8 @@ class VmContainer:
                 vm, VmEvent.STOPPED, exit=Exit.of(ExitReason.GENERIC_ERROR, e.wire_message())
             )
             return
+        if vm.requests.destroy:
+            return  # VM.destroy came while the hooks ran; it already reported the VM Down.
         paused = vm.metadata.launch_paused or bool((flags or 0) & START_PAUSED)
         try:
             info = await self._hv.create(xml, paused)

@@ -235,3 +235,27 @@ def test_pause_veto_keeps_the_vm_running_and_destroy_hooks_always_run():
     assert world.vms.get(vm_id).state == VmState.POWERING_UP
     world.run(world.vms.destroy(vm_id))
     assert hooks.calls[-2:] == ["before_vm_destroy", "after_vm_destroy"]
+
+
+def test_destroy_during_before_vm_start_hooks_leaves_no_domain():
+    """A VM destroyed while its before_vm_start hooks run is never started afterwards."""
+    from types import SimpleNamespace
+
+    gate: Deferred = Deferred()
+
+    class SlowStartHooks(FakeHookRunner):
+        def run(self, point, payload, **kwargs):
+            if point == "before_vm_start":
+                self.calls.append(point)
+                return gate.addCallback(
+                    lambda _: SimpleNamespace(payload=payload, launch_flags=None)
+                )
+            return super().run(point, payload, **kwargs)
+
+    world = hooked_world(SlowStartHooks())
+    vm_id = world.create()
+    assert world.run(world.vms.destroy(vm_id)) is True
+    gate.callback(None)
+    world.clock.advance(0)
+    assert world.hv.domains == {}
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Down"]

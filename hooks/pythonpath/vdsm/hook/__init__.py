@@ -1,0 +1,1 @@
+"""``vdsm.hook`` for hook scripts: holds only :mod:`vdsm.hook.hooking`."""
