@@ -1,0 +1,65 @@
+"""Hook scripts under the real agent: what they write is what libvirt runs, a veto leaves no
+VM behind, and getCapabilities lists them with their checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import uuid
+
+import pytest_twisted
+from agent_harness import node_uri, start_agent
+
+REWRITE = f"""#!{sys.executable}
+import hooking
+dom = hooking.read_domxml()
+desc = dom.createElement("description")
+desc.appendChild(dom.createTextNode("tier=" + __import__("os").environ.get("tier", "?")))
+dom.documentElement.appendChild(desc)
+hooking.write_domxml(dom)
+"""
+
+VETO = """#!/bin/sh
+echo "VM $vmId may not start here" >&2
+exit 2
+"""
+
+
+def install(hooks_dir, point, name, text):
+    path = hooks_dir / point / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_edits_reach_libvirt_and_vetoes_leave_nothing(tmp_path):
+    """A rewriting before_vm_start hook changes the started domain; a veto ends the VM Down."""
+    hooks_dir = tmp_path / "hooks"
+    script = install(hooks_dir, "before_vm_start", "10_describe", REWRITE)
+    uri = node_uri(tmp_path)
+    agent = await start_agent(tmp_path, libvirt_uri=uri, hooks_dir=str(hooks_dir))
+    try:
+        caps = await agent.call("Host.getCapabilities")
+        digest = hashlib.sha256(script.read_bytes()).hexdigest()
+        assert caps["hooks"]["before_vm_start"]["10_describe"] == {"checksum": digest}
+
+        vm_id = str(uuid.uuid4())
+        params = {"vmId": vm_id, "vmName": "h1", "memSize": 64, "custom": {"tier": "gold"}}
+        await agent.call("VM.create", {"vmParams": params})
+        await agent.wait_for_status(vm_id, "Up")
+        xml = (await agent.call("Host.dumpxmls", [[vm_id]]))["domxmls"][vm_id]
+        assert "<description>tier=gold</description>" in xml
+
+        install(hooks_dir, "before_vm_start", "20_veto", VETO)
+        vetoed = str(uuid.uuid4())
+        params = {"vmId": vetoed, "vmName": "h2", "memSize": 64}
+        await agent.call("VM.create", {"vmParams": params})
+        await agent.wait_for_status(vetoed, "Down")
+        [stats] = await agent.call("VM.getStats", [vetoed])
+        assert "may not start here" in stats["exitMessage"]
+        running = [d.vm_id for d in await agent.top.core._hv.list_domains()]
+        assert vetoed not in running and vm_id in running
+    finally:
+        await agent.stop()
