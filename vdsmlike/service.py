@@ -71,8 +71,10 @@ class AgentCoreService(Service):
         clock: Any,
         vm_interval: float,
         host_interval: float,
+        hooks: IHookRunner | None = None,
     ) -> None:
         self._hv = hypervisor
+        self._hooks = hooks
         self._container = container
         self._vm_monitor = vm_monitor
         self._host_monitor = host_monitor
@@ -87,6 +89,8 @@ class AgentCoreService(Service):
         d.addCallbacks(self.ready.callback, self.ready.errback)
 
     async def _start(self) -> int:
+        if self._hooks is not None:
+            await self._hooks.run("before_vdsm_start", None)
         self.log.info("opening libvirt at {uri}", uri=self._hv.uri)
         await self._hv.open()
         self._hv.set_event_listener(self._container.on_domain_event)
@@ -119,6 +123,8 @@ class AgentCoreService(Service):
         self._loops.clear()
         self._hv.set_event_listener(None)
         await self._hv.close()
+        if self._hooks is not None:
+            await self._hooks.run("after_vdsm_stop", None)
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -252,6 +258,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         clock=reactor,
         vm_interval=config.vm_sample_interval,
         host_interval=config.host_sample_interval,
+        hooks=hooks,
     )
     top.core.setServiceParent(top)
     top.listener = ListenerService(reactor, config, factory)

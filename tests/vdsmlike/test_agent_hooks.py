@@ -63,3 +63,16 @@ async def test_hook_edits_reach_libvirt_and_vetoes_leave_nothing(tmp_path):
         assert vetoed not in running and vm_id in running
     finally:
         await agent.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_agent_start_and_stop_hooks_run(tmp_path):
+    """before_vdsm_start runs before the agent serves; after_vdsm_stop when it stops."""
+    hooks_dir = tmp_path / "hooks"
+    started, stopped = tmp_path / "started", tmp_path / "stopped"
+    install(hooks_dir, "before_vdsm_start", "10_mark", f"#!/bin/sh\ntouch {started}\n")
+    install(hooks_dir, "after_vdsm_stop", "10_mark", f"#!/bin/sh\ntouch {stopped}\n")
+    agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path), hooks_dir=str(hooks_dir))
+    assert started.exists() and not stopped.exists()
+    await agent.stop()
+    assert stopped.exists()
