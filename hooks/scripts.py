@@ -147,6 +147,12 @@ class _ScriptProtocol(protocol.ProcessProtocol):
         self.err = bytearray()
         self.exited: Deferred[int | None] = Deferred()
         self.ended: Deferred[None] = Deferred()
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802
+        # The transport forgets its pid once the child is reaped, which can happen before
+        # spawnProcess returns; the pid is still the group id of the script's leftovers.
+        self.pid = self.transport.pid if self.transport is not None else None
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
         buf = self.out if childFD == 1 else self.err
@@ -359,7 +365,7 @@ class _Watch:
         self._transport = transport
         self._proto = proto
         self._name = name
-        self._pgid = transport.pid
+        self._pgid = proto.pid
         self._rc: int | None = None
         self._timed_out = False
         self._calls: list[Any] = []
@@ -398,6 +404,8 @@ class _Watch:
         self._calls.append(self._reactor.callLater(self._grace, self._close_pipes))
 
     def _kill(self) -> None:
+        if not self._pgid:
+            return
         try:
             os.killpg(self._pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
