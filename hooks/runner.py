@@ -234,9 +234,9 @@ class HookRunner:
     def _launch_flags(self, point: str, vm_id: str | None) -> int | None:
         if point not in LAUNCH_FLAG_POINTS or vm_id is None or self._runtime_dir is None:
             return None
-        from hooks.scripts import read_launch_flags
+        from hooks.scripts import take_launch_flags
 
-        return read_launch_flags(self._runtime_dir, vm_id)
+        return take_launch_flags(self._runtime_dir, vm_id)
 
     def installed(self) -> dict[str, dict[str, dict[str, str]]]:
         """

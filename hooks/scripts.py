@@ -126,6 +126,20 @@ def read_launch_flags(runtime_dir: str, vm_id: str) -> int | None:
         return None
 
 
+def take_launch_flags(runtime_dir: str, vm_id: str) -> int | None:
+    """Read the launch flags a hook stored for ``vm_id`` and remove the file, so that they
+    apply to this start only (small blocking I/O).
+
+    :returns: the flags, or None when there were none.
+    """
+    flags = read_launch_flags(runtime_dir, vm_id)
+    try:
+        os.unlink(launch_flags_path(runtime_dir, vm_id))
+    except OSError:
+        pass
+    return flags
+
+
 def _executables(directory: str) -> list[str]:
     """:returns: the sorted names of the executable regular files in ``directory``."""
     try:

@@ -253,8 +253,12 @@ async def test_launch_flags_surface(scripts_module: Any, tmp_path: Path) -> None
         "#!/usr/bin/env python3\nimport os, hooking\n"
         "hooking.dump_vm_launch_flags_to_file(os.environ['vmId'], 1)\n",
     )
-    result = await runner_with(scripts_module, tmp_path).run("before_vm_start", DOMAIN, vm_id=VM_ID)
+    runner = runner_with(scripts_module, tmp_path)
+    result = await runner.run("before_vm_start", DOMAIN, vm_id=VM_ID)
     assert result.launch_flags == 1
+    (tmp_path / "hooks" / "before_vm_start" / "10_paused").unlink()
+    again = await runner.run("before_vm_start", DOMAIN, vm_id=VM_ID)
+    assert again.launch_flags is None, "flags apply to one start only"
 
 
 @pytest_twisted.ensureDeferred
