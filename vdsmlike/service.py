@@ -233,7 +233,8 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     )
     schema = Schema.load(strict=config.strict)
     handlers = collect(
-        HostApi(container, vm_monitor, host_monitor, hooks=hooks), VmApi(container, vm_monitor)
+        HostApi(container, vm_monitor, host_monitor, hooks=hooks),
+        VmApi(container, vm_monitor, hooks=hooks),
     )
     dispatcher = Dispatcher(
         handlers,

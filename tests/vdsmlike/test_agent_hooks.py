@@ -76,3 +76,30 @@ async def test_agent_start_and_stop_hooks_run(tmp_path):
     assert started.exists() and not stopped.exists()
     await agent.stop()
     assert stopped.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_hooks_can_amend_results_or_refuse_calls(tmp_path):
+    """after_get_caps hooks amend the capabilities; a before_get_vm_stats failure is error 78."""
+    from vdsmlike.client import RemoteError
+
+    hooks_dir = tmp_path / "hooks"
+    amend = (
+        f"#!{sys.executable}\nimport hooking\n"
+        "caps = hooking.read_json()\ncaps['rackLocation'] = 'B4'\nhooking.write_json(caps)\n"
+    )
+    install(hooks_dir, "after_get_caps", "10_rack", amend)
+    install(hooks_dir, "before_get_vm_stats", "10_no", "#!/bin/sh\necho busy >&2\nexit 1\n")
+    agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path), hooks_dir=str(hooks_dir))
+    try:
+        assert (await agent.call("Host.getCapabilities"))["rackLocation"] == "B4"
+        vm_id = str(uuid.uuid4())
+        await agent.call("VM.create", {"vmParams": {"vmId": vm_id, "vmName": "s", "memSize": 64}})
+        try:
+            await agent.call("VM.getStats", [vm_id])
+            raise AssertionError("the hook should have refused")
+        except RemoteError as e:
+            assert e.code == 78 and "busy" in e.message
+        assert [s["vmId"] for s in await agent.call("Host.getAllVmStats")] == [vm_id]
+    finally:
+        await agent.stop()

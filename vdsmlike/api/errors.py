@@ -121,6 +121,12 @@ class HotunplugNicError(VdsmError):
     code, message = 50, "Failed to hotunplug NIC"
 
 
+class ApiHookError(VdsmError):
+    """A ``before_get_*`` hook refused an API call (VDSM's ``hookError``)."""
+
+    code, message = 78, "Hook error"
+
+
 class MigrationInProgress(VdsmError):
     code, message = 51, "Command not supported during migration"
 

@@ -9,6 +9,7 @@ from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
 from ..vm.vm import vm_definition
 from . import errors
+from .hooked import around_hooks
 from .verbs import verb
 
 
@@ -34,10 +35,12 @@ class HostApi:
         return True
 
     @verb("Host.getCapabilities")
-    def get_capabilities(self) -> dict[str, Any]:
+    async def get_capabilities(self) -> dict[str, Any]:
         """What this host is and offers, with VDSM's keys."""
-        hooks = self._hooks.installed() if self._hooks is not None else {}
-        return self._host.capabilities(hooks=hooks)
+        installed = self._hooks.installed() if self._hooks is not None else {}
+        return await around_hooks(
+            self._hooks, "get_caps", lambda: self._host.capabilities(hooks=installed)
+        )
 
     @verb("Host.getHardwareInfo")
     async def get_hardware_info(self) -> dict[str, str]:
@@ -48,9 +51,11 @@ class HostApi:
             raise errors.HardwareInfoError(str(e)) from None
 
     @verb("Host.getStats")
-    def get_stats(self) -> dict[str, Any]:
+    async def get_stats(self) -> dict[str, Any]:
         """Host statistics from the last two samples."""
-        return self._host.stats(self._vms.vms())
+        return await around_hooks(
+            self._hooks, "get_stats", lambda: self._host.stats(self._vms.vms())
+        )
 
     @verb("Host.getVMList")
     def get_vm_list(
@@ -68,9 +73,15 @@ class HostApi:
         return [vm_definition(vm) for vm in self._select(vmList)]
 
     @verb("Host.getAllVmStats")
-    def get_all_vm_stats(self) -> list[dict[str, Any]]:
+    async def get_all_vm_stats(self) -> list[dict[str, Any]]:
         """``VmStats`` of every VM, Down VMs included."""
-        return [self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()]
+        return await around_hooks(
+            self._hooks,
+            "get_all_vm_stats",
+            lambda: [
+                self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()
+            ],
+        )
 
     @verb("Host.dumpxmls")
     def dumpxmls(self, vmList: list[str]) -> dict[str, Any]:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..interfaces import IHookRunner
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
+from .hooked import around_hooks
 from .verbs import verb
 
 
 class VmApi:
     """The ``VM`` namespace. Params arrive validated against ``schema/agent.yml``."""
 
-    def __init__(self, container: VmContainer, monitor: VmStatsMonitor) -> None:
+    def __init__(
+        self, container: VmContainer, monitor: VmStatsMonitor, *, hooks: IHookRunner | None = None
+    ) -> None:
         self._vms = container
         self._monitor = monitor
+        self._hooks = hooks
 
     @verb("VM.create")
     async def create(self, vmParams: dict[str, Any], vmID: str | None = None) -> dict[str, Any]:
@@ -58,10 +63,14 @@ class VmApi:
         return await self._vms.cont(vmID)
 
     @verb("VM.getStats")
-    def get_stats(self, vmID: str) -> list[dict[str, Any]]:
+    async def get_stats(self, vmID: str) -> list[dict[str, Any]]:
         """The VM's ``VmStats``, as a one-element list as VDSM returns it."""
         vm = self._vms.get(vmID)
-        return [self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm))]
+        return await around_hooks(
+            self._hooks,
+            "get_vm_stats",
+            lambda: [self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm))],
+        )
 
     @verb("VM.setBalloonTarget")
     async def set_balloon_target(self, vmID: str, target: int) -> bool:
