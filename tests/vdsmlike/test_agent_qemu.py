@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -97,8 +98,16 @@ async def stats_of(session, vm_id):
 
 @pytest_twisted.ensureDeferred
 async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_image):
-    """A real guest boots, stops ticking while paused, gives memory to the balloon, takes a
-    hot-plugged NIC, and powers off on request."""
+    """A real guest boots with its before_vm_start hook's edit, stops ticking while paused,
+    gives memory to the balloon, takes a hot-plugged NIC, and powers off on request."""
+    describe = Path(workdir) / "state" / "hooks" / "before_vm_start" / "50_describe"
+    describe.parent.mkdir(parents=True)
+    describe.write_text(
+        f"#!{sys.executable}\nimport hooking\ndom = hooking.read_domxml()\n"
+        "d = dom.createElement('description')\nd.appendChild(dom.createTextNode('hooked'))\n"
+        "dom.documentElement.appendChild(d)\nhooking.write_domxml(dom)\n"
+    )
+    describe.chmod(0o755)
     session = await Session(workdir).start()
     try:
         params = guest_params(guest_image)
@@ -107,6 +116,8 @@ async def test_real_guest_boots_pauses_balloons_and_shuts_down(workdir, guest_im
         serial = session.serial(vm_id)
         await wait_until(lambda: serial.exists() and READY_MARKER in serial.read_text(), 60, "boot")
         await session.wait_status(vm_id, "Up")
+        live = (await session.client.call("Host.dumpxmls", [[vm_id]]))["domxmls"][vm_id]
+        assert "<description>hooked</description>" in live, "the hook's edit is what QEMU runs"
 
         await session.client.call("VM.pause", [vm_id])
         await session.wait_status(vm_id, "Paused")
