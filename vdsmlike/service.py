@@ -71,7 +71,7 @@ class AgentCoreService(Service):
         clock: Any,
         vm_interval: float,
         host_interval: float,
-        hooks: IHookRunner | None = None,
+        hooks: IHookRunner,
     ) -> None:
         self._hv = hypervisor
         self._hooks = hooks
@@ -89,8 +89,7 @@ class AgentCoreService(Service):
         d.addCallbacks(self.ready.callback, self.ready.errback)
 
     async def _start(self) -> int:
-        if self._hooks is not None:
-            await self._hooks.run("before_vdsm_start", None)
+        await self._hooks.run("before_vdsm_start", None)
         self.log.info("opening libvirt at {uri}", uri=self._hv.uri)
         await self._hv.open()
         self._hv.set_event_listener(self._container.on_domain_event)
@@ -123,8 +122,7 @@ class AgentCoreService(Service):
         self._loops.clear()
         self._hv.set_event_listener(None)
         await self._hv.close()
-        if self._hooks is not None:
-            await self._hooks.run("after_vdsm_stop", None)
+        await self._hooks.run("after_vdsm_stop", None)
 
     def stopService(self) -> Deferred:
         super().stopService()

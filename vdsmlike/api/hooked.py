@@ -13,15 +13,13 @@ from ..interfaces import IHookRunner
 from . import errors
 
 
-async def around_hooks(hooks: IHookRunner | None, name: str, produce: Callable[[], Any]) -> Any:
+async def around_hooks(hooks: IHookRunner, name: str, produce: Callable[[], Any]) -> Any:
     """
     Produce a verb's result between the ``before_<name>`` and ``after_<name>`` hook points.
 
     :raises errors.ApiHookError: when a ``before_<name>`` hook fails.
     :returns: the result as the ``after_<name>`` hooks left it.
     """
-    if hooks is None:
-        return produce()
     try:
         await hooks.run(f"before_{name}", {})
     except errors.HookError as e:

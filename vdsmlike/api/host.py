@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hooks.runner import NullHookRunner
+
 from ..host.monitor import HostMonitor
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
@@ -27,7 +29,7 @@ class HostApi:
         self._vms = container
         self._monitor = monitor
         self._host = host
-        self._hooks = hooks
+        self._hooks = hooks if hooks is not None else NullHookRunner()
 
     @verb("Host.ping2")
     def ping2(self) -> bool:
@@ -37,7 +39,7 @@ class HostApi:
     @verb("Host.getCapabilities")
     async def get_capabilities(self) -> dict[str, Any]:
         """What this host is and offers, with VDSM's keys."""
-        installed = self._hooks.installed() if self._hooks is not None else {}
+        installed = self._hooks.installed()
         return await around_hooks(
             self._hooks, "get_caps", lambda: self._host.capabilities(hooks=installed)
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hooks.runner import NullHookRunner
+
 from ..interfaces import IHookRunner
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
@@ -19,7 +21,7 @@ class VmApi:
     ) -> None:
         self._vms = container
         self._monitor = monitor
-        self._hooks = hooks
+        self._hooks = hooks if hooks is not None else NullHookRunner()
 
     @verb("VM.create")
     async def create(self, vmParams: dict[str, Any], vmID: str | None = None) -> dict[str, Any]:

@@ -18,12 +18,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from hooks.runner import NullHookRunner
+
 from ..api import errors
 from ..interfaces import IHookRunner, IHypervisor
 from ..virt.errors import DomainNotFound, HypervisorError
 from ..virt.events import DomainEvent, DomainInfo
 from . import domxml
 from .lifecycle import Exit, interpret
+from .params import boolean
 from .states import (
     ExitReason,
     InvalidTransition,
@@ -82,7 +85,7 @@ class VmContainer:
         self._publish = publish
         self._event_time = event_time
         self._config = config
-        self._hooks = hooks
+        self._hooks = hooks if hooks is not None else NullHookRunner()
         self._now = now
         self._monotonic = monotonic
         self._vms: dict[str, Vm] = {}
@@ -169,7 +172,7 @@ class VmContainer:
         if spec.vm_id in self._vms:
             raise errors.VMExists(vmId=spec.vm_id)
         metadata = replace(spec.metadata, start_time=self._now())
-        if _truthy(vm_params.get("launchPaused")):
+        if self._launch_paused(vm_params):
             metadata = replace(metadata, launch_paused=True)
         xml = domxml.with_metadata(xml, metadata)
         vm = Vm(spec, xml, VmState.WAIT_FOR_LAUNCH, self._event_time(), metadata)
@@ -198,6 +201,13 @@ class VmContainer:
                 f"vmID {vm_id} does not match the domain's uuid {spec.vm_id}"
             )
         return spec, xml
+
+    @staticmethod
+    def _launch_paused(params: dict[str, Any]) -> bool:
+        try:
+            return boolean(params.get("launchPaused", False), "launchPaused")
+        except domxml.InvalidVmParams as e:
+            raise errors.InvalidParameter(str(e)) from None
 
     def _build_legacy(self, params: dict[str, Any]) -> str:
         serial = None
@@ -380,17 +390,8 @@ class VmContainer:
         """
         error = errors.HotplugDiskError if kind == "disk" else errors.HotplugNicError
         vm = self._running(vm_id, allow=(VmState.PAUSED,))
-        device, _ = await self._hook(
-            f"before_{kind}_hotplug", self._device(params, kind, error), vm
-        )
-        try:
-            await self._call(vm, self._hv.attach_device, device, error=error)
-        except errors.RpcError:
-            if kind == "nic":
-                await self._hook("after_nic_hotplug_fail", device, vm)
-            raise
-        await self._refresh_xml(vm)
-        await self._hook(f"after_{kind}_hotplug", device, vm)
+        device = self._device(params, kind, error)
+        await self._device_operation(vm, "hotplug", kind, device, self._hv.attach_device, error)
         return {"vmList": vm_definition(vm)}
 
     async def hotunplug(self, vm_id: str, params: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -402,16 +403,29 @@ class VmContainer:
         device = domxml.find_device(vm.xml, kind, domxml.device_key(wanted))
         if device is None:
             raise error(f"no such {kind} in the VM", vmId=vm.vm_id)
-        device, _ = await self._hook(f"before_{kind}_hotunplug", device, vm)
+        await self._device_operation(vm, "hotunplug", kind, device, self._hv.detach_device, error)
+        return {"vmList": vm_definition(vm)}
+
+    async def _device_operation(
+        self,
+        vm: Vm,
+        action: str,
+        kind: str,
+        device: str,
+        method: Callable,
+        error: type[errors.RpcError],
+    ) -> None:
+        """Attach or detach a device between its ``before_``/``after_<kind>_<action>`` hooks
+        (and ``after_nic_<action>_fail`` when a NIC operation fails, as VDSM has it)."""
+        device, _ = await self._hook(f"before_{kind}_{action}", device, vm)
         try:
-            await self._call(vm, self._hv.detach_device, device, error=error)
+            await self._call(vm, method, device, error=error)
         except errors.RpcError:
             if kind == "nic":
-                await self._hook("after_nic_hotunplug_fail", device, vm)
+                await self._hook(f"after_nic_{action}_fail", device, vm)
             raise
         await self._refresh_xml(vm)
-        await self._hook(f"after_{kind}_hotunplug", device, vm)
-        return {"vmList": vm_definition(vm)}
+        await self._hook(f"after_{kind}_{action}", device, vm)
 
     @staticmethod
     def _device(params: dict[str, Any], kind: str, error: type[errors.RpcError]) -> str:
@@ -548,8 +562,6 @@ class VmContainer:
         :returns: the payload as the hooks left it, and the launch flags they asked for.
         :raises errors.HookError: when a hook of an aborting ``before_*`` point fails.
         """
-        if self._hooks is None:
-            return payload, None
         result = await self._hooks.run(
             point, payload, vm_id=vm.vm_id, custom=dict(vm.metadata.custom)
         )
@@ -561,9 +573,3 @@ class VmContainer:
             await self._hv.set_metadata(vm.vm_id, domxml.metadata_element(metadata))
         except HypervisorError as e:
             self.log.warn("cannot save metadata of {vm_id}: {error}", vm_id=vm.vm_id, error=e)
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)

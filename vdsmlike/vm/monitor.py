@@ -93,5 +93,5 @@ def _interfaces(spec: domxml.DomainSpec) -> dict[str, dict[str, str]]:
     return {
         nic.target_dev: {"macAddr": nic.mac, "name": nic.target_dev}
         for nic in spec.nics
-        if getattr(nic, "target_dev", None)
+        if nic.target_dev
     }

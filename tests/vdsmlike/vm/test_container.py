@@ -259,3 +259,11 @@ def test_destroy_during_before_vm_start_hooks_leaves_no_domain():
     world.clock.advance(0)
     assert world.hv.domains == {}
     assert world.statuses(vm_id) == ["WaitForLaunch", "Down"]
+
+
+def test_unreadable_launch_paused_is_refused_before_anything_starts(world):
+    """A launchPaused that is not a boolean is error 91, and no VM is registered."""
+    params = {"vmId": str(uuid.uuid4()), "vmName": "lp", "memSize": 64, "launchPaused": "maybe"}
+    with pytest.raises(errors.InvalidParameter, match="launchPaused"):
+        world.run(world.vms.create(None, params))
+    assert world.vms.vms() == [] and world.hv.domains == {}
