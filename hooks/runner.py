@@ -139,9 +139,10 @@ class HookRunner:
                 break
             await phase(state, custom, params)
         final = self._checked_payload(state, payload)
+        flags = self._launch_flags(name, vm_id)  # taken even on failure: no stale file
         if spec.aborts and state.errors:
             raise HookError(state.errors[-1])
-        return HookResult(final, state.errors, self._launch_flags(name, vm_id))
+        return HookResult(final, state.errors, flags)
 
     async def _run_scripts(self, state: _Run, custom, params) -> None:
         outcome = await self._scripts.run(

@@ -103,3 +103,49 @@ async def test_api_hooks_can_amend_results_or_refuse_calls(tmp_path):
         assert [s["vmId"] for s in await agent.call("Host.getAllVmStats")] == [vm_id]
     finally:
         await agent.stop()
+
+
+DEVICE_MTU = f"""#!{sys.executable}
+import os
+import hooking
+dom = hooking.read_domxml()
+nic = dom.documentElement
+assert nic.tagName == "interface", nic.tagName
+mtu = dom.createElement("mtu")
+mtu.setAttribute("size", os.environ["mtu"])
+nic.appendChild(mtu)
+hooking.write_domxml(dom)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_hooks_edit_custom_devices_in_libvirt_and_see_them_at_destroy(tmp_path):
+    """A before_device_create script edits only the NIC that has custom properties, libvirt runs
+    the edit, and the destroy-time device hooks get the NIC's properties in their environment."""
+    hooks_dir = tmp_path / "hooks"
+    marks = tmp_path / "marks"
+    install(hooks_dir, "before_device_create", "50_mtu", DEVICE_MTU)
+    for point in ("after_device_create", "before_device_destroy", "after_device_destroy"):
+        mark = f'#!/bin/sh\necho "{point} $mtu $vmId" >> {marks}\n'
+        install(hooks_dir, point, "10_mark", mark)
+    agent = await start_agent(tmp_path, libvirt_uri=node_uri(tmp_path), hooks_dir=str(hooks_dir))
+    try:
+        vm_id = str(uuid.uuid4())
+        nics = [
+            {"macAddr": "52:54:00:00:0d:01", "custom": {"mtu": "9000"}},
+            {"macAddr": "52:54:00:00:0d:02"},
+        ]
+        params = {"vmId": vm_id, "vmName": "dev", "memSize": 64, "nics": nics}
+        await agent.call("VM.create", {"vmParams": params})
+        await agent.wait_for_status(vm_id, "Up")
+        xml = (await agent.call("Host.dumpxmls", [[vm_id]]))["domxmls"][vm_id]
+        devices = xml.split("<devices>")[1]
+        assert devices.count("<mtu size='9000'/>") + devices.count('<mtu size="9000"/>') == 1
+        await agent.call("VM.destroy", [vm_id])
+        assert marks.read_text().splitlines() == [
+            f"after_device_create 9000 {vm_id}",
+            f"before_device_destroy 9000 {vm_id}",
+            f"after_device_destroy 9000 {vm_id}",
+        ]
+    finally:
+        await agent.stop()

@@ -222,7 +222,8 @@ class VmContainer:
 
     async def _start(self, vm: Vm) -> None:
         try:
-            xml, flags = await self._hook("before_vm_start", vm.xml, vm)
+            xml, device_flags = await self._create_devices(vm)
+            xml, flags = await self._hook("before_vm_start", xml, vm)
         except errors.HookError as e:
             self.log.error("vm {vm_id}: before_vm_start refused: {error}", vm_id=vm.vm_id, error=e)
             self._transition(
@@ -231,7 +232,7 @@ class VmContainer:
             return
         if vm.requests.destroy:
             return  # VM.destroy came while the hooks ran; it already reported the VM Down.
-        paused = vm.metadata.launch_paused or bool((flags or 0) & START_PAUSED)
+        paused = vm.metadata.launch_paused or bool(((flags or 0) | device_flags) & START_PAUSED)
         try:
             info = await self._hv.create(xml, paused)
         except HypervisorError as e:
@@ -245,7 +246,48 @@ class VmContainer:
         if vm.requests.destroy:
             return  # VM.destroy came while starting; it finishes the job.
         self._transition(vm, VmEvent.LAUNCHED_PAUSED if paused else VmEvent.LAUNCHED)
+        await self._device_hooks("after_device_create", self._custom_devices(vm), vm)
         await self._hook("after_vm_start", vm.xml, vm)
+
+    async def _create_devices(self, vm: Vm) -> tuple[str, int]:
+        """
+        Run ``before_device_create`` over each device that has custom properties, as VDSM does
+        while it builds the domain XML, and put the devices as the hooks left them into the XML.
+
+        :returns: the domain XML and the launch flags the hooks asked for.
+        :raises errors.HookError: when a hook fails (the VM is not started).
+        """
+        replaced, flags = {}, 0
+        for device in self._custom_devices(vm):
+            replaced[device.key], asked = await self._hook(
+                "before_device_create", device.xml, vm, params=device.custom
+            )
+            flags |= asked or 0
+        try:
+            return domxml.replace_devices(vm.xml, replaced), flags
+        except domxml.InvalidDomainXml as e:
+            raise errors.HookError(f"before_device_create left unusable XML: {e}") from None
+
+    def _custom_devices(self, vm: Vm) -> list[domxml.CustomDevice]:
+        try:
+            return domxml.custom_devices(vm.xml, vm.metadata.device_custom)
+        except domxml.InvalidDomainXml as e:
+            self.log.warn("vm {vm_id}: devices unreadable: {error}", vm_id=vm.vm_id, error=e)
+            return []
+
+    async def _device_hooks(self, point: str, devices: list[domxml.CustomDevice], vm: Vm) -> None:
+        """Run a point once per device, logging failures: used where nothing may stop."""
+        for device in devices:
+            try:
+                await self._hook(point, device.xml, vm, params=device.custom)
+            except errors.HookError as e:
+                self.log.warn(
+                    "vm {vm_id}: {point} failed for {key}, going on: {error}",
+                    vm_id=vm.vm_id,
+                    point=point,
+                    key=device.key,
+                    error=e,
+                )
 
     # -- destroy, shutdown, reset --------------------------------------------------------------
 
@@ -260,15 +302,18 @@ class VmContainer:
         """
         vm = self.get(vm_id)
         self._refuse_external(vm)
+        devices = self._custom_devices(vm)
         if not vm.is_down:
             starting = vm.state == VmState.WAIT_FOR_LAUNCH
             vm.requests = replace(vm.requests, destroy=True)
             await self._hook("before_vm_destroy", None, vm)  # never stops a destroy
+            await self._device_hooks("before_device_destroy", devices, vm)
             await self._stop_domain(vm, graceful=graceful_attempts > 0)
             reason = ExitReason.DESTROYED_ON_STARTUP if starting else ExitReason.ADMIN_SHUTDOWN
             self._transition(vm, VmEvent.STOPPED, exit=Exit.of(reason))
         self._vms.pop(vm.vm_id, None)
         self._cancel_timers(vm.vm_id)
+        await self._device_hooks("after_device_destroy", devices, vm)
         await self._hook("after_vm_destroy", vm.xml, vm)
         return True
 
@@ -391,7 +436,14 @@ class VmContainer:
         error = errors.HotplugDiskError if kind == "disk" else errors.HotplugNicError
         vm = self._running(vm_id, allow=(VmState.PAUSED,))
         device = self._device(params, kind, error)
-        await self._device_operation(vm, "hotplug", kind, device, self._hv.attach_device, error)
+        if device.custom and not device.key:
+            raise error(f"a {kind} with custom properties needs a target dev or MAC to key them")
+        await self._device_operation(
+            vm, "hotplug", kind, device.xml, device.custom, self._hv.attach_device, error
+        )
+        if device.custom:
+            custom = {**vm.metadata.device_custom, device.key: device.custom}
+            await self._save_metadata(vm, replace(vm.metadata, device_custom=custom))
         return {"vmList": vm_definition(vm)}
 
     async def hotunplug(self, vm_id: str, params: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -400,10 +452,17 @@ class VmContainer:
         vm = self._running(vm_id, allow=(VmState.PAUSED,))
         wanted = self._device(params, kind, error)
         await self._refresh_xml(vm)
-        device = domxml.find_device(vm.xml, kind, domxml.device_key(wanted))
+        device = domxml.find_device(vm.xml, kind, wanted.key) if wanted.key else None
         if device is None:
             raise error(f"no such {kind} in the VM", vmId=vm.vm_id)
-        await self._device_operation(vm, "hotunplug", kind, device, self._hv.detach_device, error)
+        owned = vm.metadata.device_custom
+        key = next((k for k in domxml.device_identities(device) if k in owned), None)
+        await self._device_operation(
+            vm, "hotunplug", kind, device, owned.get(key, {}), self._hv.detach_device, error
+        )
+        if key is not None:
+            left = {k: v for k, v in owned.items() if k != key}
+            await self._save_metadata(vm, replace(vm.metadata, device_custom=left))
         return {"vmList": vm_definition(vm)}
 
     async def _device_operation(
@@ -412,25 +471,29 @@ class VmContainer:
         action: str,
         kind: str,
         device: str,
+        custom: dict[str, str],
         method: Callable,
         error: type[errors.RpcError],
     ) -> None:
         """Attach or detach a device between its ``before_``/``after_<kind>_<action>`` hooks
-        (and ``after_nic_<action>_fail`` when a NIC operation fails, as VDSM has it)."""
-        device, _ = await self._hook(f"before_{kind}_{action}", device, vm)
+        (and ``after_nic_<action>_fail`` when a NIC operation fails, as VDSM has it); the hooks
+        see the device's custom properties."""
+        device, _ = await self._hook(f"before_{kind}_{action}", device, vm, params=custom)
         try:
             await self._call(vm, method, device, error=error)
         except errors.RpcError:
             if kind == "nic":
-                await self._hook(f"after_nic_{action}_fail", device, vm)
+                await self._hook(f"after_nic_{action}_fail", device, vm, params=custom)
             raise
         await self._refresh_xml(vm)
-        await self._hook(f"after_{kind}_{action}", device, vm)
+        await self._hook(f"after_{kind}_{action}", device, vm, params=custom)
 
     @staticmethod
-    def _device(params: dict[str, Any], kind: str, error: type[errors.RpcError]) -> str:
+    def _device(
+        params: dict[str, Any], kind: str, error: type[errors.RpcError]
+    ) -> domxml.BuiltDevice:
         try:
-            return domxml.device_from_params(params, kind)
+            return domxml.hotplug_device(params, kind)
         except (domxml.InvalidDomainXml, domxml.InvalidVmParams) as e:
             raise error(str(e)) from None
 
@@ -555,15 +618,17 @@ class VmContainer:
         except HypervisorError as e:
             raise (error or errors.UnexpectedError)(str(e), vmId=vm.vm_id) from None
 
-    async def _hook(self, point: str, payload: Any, vm: Vm) -> tuple[Any, int | None]:
+    async def _hook(
+        self, point: str, payload: Any, vm: Vm, *, params: dict[str, str] | None = None
+    ) -> tuple[Any, int | None]:
         """
-        Run a hook point for a VM.
+        Run a hook point for a VM; ``params`` are a device's custom properties.
 
         :returns: the payload as the hooks left it, and the launch flags they asked for.
         :raises errors.HookError: when a hook of an aborting ``before_*`` point fails.
         """
         result = await self._hooks.run(
-            point, payload, vm_id=vm.vm_id, custom=dict(vm.metadata.custom)
+            point, payload, vm_id=vm.vm_id, custom=dict(vm.metadata.custom), params=params
         )
         return result.payload, result.launch_flags
 

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import params as p
-from .xmlsafe import InvalidDomainXml, InvalidVmParams, escape_attr, parse_xml, serialize
+from .metadata import metadata_from_tree
+from .xmlsafe import (
+    InvalidDomainXml,
+    InvalidVmParams,
+    element_spans,
+    encode,
+    escape_attr,
+    parse_xml,
+    serialize,
+    splice,
+)
 
 #: The element name of each hotpluggable device kind.
 DEVICE_TAGS = {"disk": "disk", "nic": "interface"}
@@ -123,6 +134,16 @@ def _identities(element: ET.Element) -> list[str]:
     return [key.lower() for key in found if key]
 
 
+def device_identities(device_xml: str) -> list[str]:
+    """
+    :returns: every identity of a disk or NIC (target dev, MAC, alias, source path),
+        lower-case, best first; empty for other devices.
+    :raises InvalidDomainXml: for bad XML.
+    """
+    element = parse_xml(device_xml)
+    return _identities(element) if element.tag in DEVICE_TAGS.values() else []
+
+
 def device_key(device_xml: str) -> str:
     """
     :returns: the identity used to find a device again: a disk's target dev, a NIC's MAC
@@ -166,18 +187,93 @@ def devices_hash(domain_xml: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class CustomDevice:
+    """A device of a domain that has custom properties (the ones ``*_device_*`` hooks see)."""
+
+    key: str
+    xml: str
+    custom: dict[str, str]
+
+
+def custom_devices(
+    domain_xml: str, device_custom: Mapping[str, Mapping[str, str]]
+) -> list[CustomDevice]:
+    """
+    :param device_custom: custom properties per device identity, as in the VM's metadata.
+    :returns: the disks and NICs of the domain that have custom properties, in document order.
+    :raises InvalidDomainXml: for bad XML.
+    """
+    if not device_custom:
+        return []
+    found = []
+    for element in _device_elements(parse_xml(domain_xml)):
+        key = next((k for k in _identities(element) if k in device_custom), None)
+        if key is not None:
+            found.append(CustomDevice(key, serialize(element), dict(device_custom[key])))
+    return found
+
+
+def replace_devices(domain_xml: str, replacements: Mapping[str, str]) -> str:
+    """
+    Put new XML in place of devices, leaving every other byte of the domain as it was.
+
+    :param replacements: new device XML (one element, any device type) by the identity of the
+        disk or NIC it replaces; identities not in the domain are ignored.
+    :returns: the new domain XML.
+    :raises InvalidDomainXml: for bad domain or device XML.
+    """
+    if not replacements:
+        return domain_xml
+    root = parse_xml(domain_xml)
+    data = encode(domain_xml)
+    spans = element_spans(data, max_depth=3)
+    holder = next((s for s in spans if s.path[1:] == ("devices",)), None)
+    if holder is None:
+        return domain_xml
+    children = [s for s in spans if len(s.path) == 3 and holder.start < s.start < holder.end]
+    edits = []
+    for element, span in zip(_device_elements(root, every=True), children, strict=True):
+        key = next((k for k in _identities(element) if k in replacements), None)
+        if element.tag in DEVICE_TAGS.values() and key is not None:
+            new = serialize(parse_xml(replacements[key])).encode("utf-8")
+            edits.append((span.start, span.end, new))
+    return splice(data, edits).decode("utf-8")
+
+
+def _device_elements(root: ET.Element, *, every: bool = False) -> list[ET.Element]:
+    """:returns: the disks and NICs under ``<devices>`` (every device with ``every``)."""
+    devices = root.find("devices")
+    if devices is None:
+        return []
+    return [
+        child
+        for child in devices
+        if isinstance(child.tag, str) and (every or child.tag in DEVICE_TAGS.values())
+    ]
+
+
 # -- hotplug params --------------------------------------------------------------------------
 
 
 def device_from_params(params: dict[str, Any], kind: str) -> str:
+    """:returns: the device XML of hotplug params; see :func:`hotplug_device`."""
+    return hotplug_device(params, kind).xml
+
+
+def hotplug_device(params: dict[str, Any], kind: str) -> BuiltDevice:
     """
-    The device XML of hotplug params, VDSM 4.2+ or legacy.
+    The device of hotplug params, VDSM 4.2+ or legacy, with its custom properties.
 
     :param params: ``{"xml": "<devices><disk .../></devices>"}`` (optionally wrapped, e.g. in
-        ``<hotplug>`` next to ``<metadata>``), or legacy ``{"drive": {...}}`` / ``{"nic": {...}}``.
+        ``<hotplug>`` next to a ``<metadata>`` whose ``<vdsmlike:vm>`` or ``<ovirt-vm:vm>`` holds
+        the device's custom properties, as VDSM's engine sends them), or legacy
+        ``{"drive": {...}}`` / ``{"nic": {...}}`` with an optional ``custom`` dict.
     :param kind: ``"disk"`` or ``"nic"``.
-    :returns: the one device's XML.
-    :raises InvalidDomainXml: for bad XML or not exactly one device of the right kind.
+    :returns: the one device's XML, its identity (empty when it has none and no custom
+        properties need one) and its custom properties.
+    :raises InvalidDomainXml: for bad XML, not exactly one device of the right kind, or custom
+        properties that are not valid environment names.
     :raises InvalidVmParams: for bad legacy params.
     """
     tag = _tag(kind)
@@ -188,8 +284,8 @@ def device_from_params(params: dict[str, Any], kind: str) -> str:
     if legacy not in params:
         raise InvalidVmParams(f"params need 'xml' or '{legacy}'")
     if kind == "disk":
-        return disk_xml(params[legacy], legacy, set(), need_target=True).xml
-    return nic_xml(params[legacy], legacy).xml
+        return disk_xml(params[legacy], legacy, set(), need_target=True)
+    return nic_xml(params[legacy], legacy)
 
 
 def _tag(kind: str) -> str:
@@ -198,7 +294,7 @@ def _tag(kind: str) -> str:
     return DEVICE_TAGS[kind]
 
 
-def _device_from_xml(xml: Any, tag: str) -> str:
+def _device_from_xml(xml: Any, tag: str) -> BuiltDevice:
     root = parse_xml(xml)
     devices = root if root.tag == "devices" else root.find("devices")
     if devices is None:
@@ -207,9 +303,13 @@ def _device_from_xml(xml: Any, tag: str) -> str:
     if len(children) != 1 or children[0].tag != tag:
         found = ", ".join(f"<{child.tag}>" for child in children) or "nothing"
         raise InvalidDomainXml(f"<devices> must hold exactly one <{tag}>, found {found}")
+    device = children[0]
     if tag == "interface":
-        nic_spec(children[0])
-    return serialize(children[0])
+        nic_spec(device)
+    keys = _identities(device)
+    wrapped = metadata_from_tree(root).device_custom if root is not devices else {}
+    custom = next((wrapped[key] for key in keys if key in wrapped), {})
+    return BuiltDevice(serialize(device), keys[0] if keys else "", dict(custom))
 
 
 # -- building from legacy dicts --------------------------------------------------------------

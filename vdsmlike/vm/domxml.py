@@ -33,16 +33,22 @@ from typing import Any, TypeVar
 from ..virt.events import METADATA_NS, METADATA_PREFIX
 from . import params as p
 from .devices import (
+    BuiltDevice,
+    CustomDevice,
     DiskSpec,
     NicSpec,
+    custom_devices,
     device_from_params,
+    device_identities,
     device_key,
     devices_hash,
     disk_spec,
     disk_xml,
     find_device,
+    hotplug_device,
     nic_spec,
     nic_xml,
+    replace_devices,
 )
 from .metadata import (
     OVIRT_VM_NS,
@@ -84,7 +90,13 @@ __all__ = [
     "has_agent_metadata",
     "set_domain_type",
     "build_domain",
+    "BuiltDevice",
+    "CustomDevice",
+    "custom_devices",
     "device_from_params",
+    "hotplug_device",
+    "replace_devices",
+    "device_identities",
     "device_key",
     "find_device",
     "devices_hash",

@@ -173,6 +173,7 @@ class FakeHookRunner:
 
     def __init__(self, *, veto: set[str] = frozenset(), rewrite=None, launch_flags=None):
         self.calls: list[str] = []
+        self.params: dict[str, list] = {}
         self.veto = veto
         self.rewrite = rewrite or {}
         self.launch_flags = launch_flags
@@ -183,6 +184,7 @@ class FakeHookRunner:
         from twisted.internet.defer import fail, succeed
 
         self.calls.append(point)
+        self.params.setdefault(point, []).append(params)
         if point in self.veto:
             return fail(errors.HookError("10_veto: not today"))
         payload = self.rewrite.get(point, lambda p: p)(payload)
@@ -267,3 +269,80 @@ def test_unreadable_launch_paused_is_refused_before_anything_starts(world):
     with pytest.raises(errors.InvalidParameter, match="launchPaused"):
         world.run(world.vms.create(None, params))
     assert world.vms.vms() == [] and world.hv.domains == {}
+
+
+MAC, OTHER_MAC = "52:54:00:00:0c:01", "52:54:00:00:0c:02"
+CUSTOM_NICS = [
+    {"macAddr": MAC, "network": "default", "custom": {"mtu": "9000"}},
+    {"macAddr": OTHER_MAC, "network": "default"},
+]
+
+
+def test_device_create_hooks_see_custom_devices_and_their_edits_are_started():
+    """before_device_create runs once per device with custom properties, with them as params,
+    before before_vm_start; its edit of the device is in the domain the hypervisor starts."""
+    edit = {"before_device_create": lambda x: x.replace("virtio", "e1000")}
+    hooks = FakeHookRunner(rewrite=edit)
+    world = hooked_world(hooks)
+    vm_id = world.create(nics=CUSTOM_NICS)
+    assert hooks.calls == [
+        "before_device_create",
+        "before_vm_start",
+        "after_device_create",
+        "after_vm_start",
+    ]
+    assert hooks.params["before_device_create"] == [{"mtu": "9000"}]
+    xml = world.run(world.hv.get_xml(vm_id))
+    assert xml.count("e1000") == 1 and xml.count("virtio") >= 1
+    devices = xml.split("<devices>")[1]
+    assert "e1000" in devices.split(MAC)[1].split("</interface>")[0]
+
+
+def test_device_create_veto_leaves_no_domain():
+    """A failing before_device_create hook ends the VM Down with the hook's message, unstarted."""
+    world = hooked_world(FakeHookRunner(veto={"before_device_create"}))
+    vm_id = world.create(nics=CUSTOM_NICS)
+    assert world.statuses(vm_id) == ["WaitForLaunch", "Down"]
+    assert "not today" in world.vms.get(vm_id).exit.message
+    assert world.hv.domains == {}
+
+
+def test_device_destroy_hooks_run_around_destroy_and_never_stop_it():
+    """Destroy runs before/after_device_destroy for custom devices; a failing one is logged."""
+    hooks = FakeHookRunner(veto={"before_device_destroy"})
+    world = hooked_world(hooks)
+    vm_id = world.create(nics=CUSTOM_NICS)
+    assert world.run(world.vms.destroy(vm_id)) is True
+    assert hooks.calls[-4:] == [
+        "before_vm_destroy",
+        "before_device_destroy",
+        "after_device_destroy",
+        "after_vm_destroy",
+    ]
+    assert hooks.params["after_device_destroy"] == [{"mtu": "9000"}]
+    assert world.hv.domains == {}
+
+
+def test_a_vm_without_device_custom_properties_runs_no_device_hooks():
+    """Devices without custom properties never reach the device_create/destroy points."""
+    hooks = FakeHookRunner()
+    world = hooked_world(hooks)
+    vm_id = world.create(nics=CUSTOM_NICS[1:])
+    world.run(world.vms.destroy(vm_id))
+    assert not [c for c in hooks.calls if "device" in c]
+
+
+def test_nic_custom_properties_reach_plug_hooks_and_live_in_metadata_until_unplug():
+    """A hotplugged NIC's custom properties go to its hooks and into the VM's metadata; an
+    unplugged NIC's hooks see its properties, which are then dropped from the metadata."""
+    hooks = FakeHookRunner()
+    world = hooked_world(hooks)
+    vm_id = world.create(nics=CUSTOM_NICS[:1])
+    nic = {"macAddr": OTHER_MAC, "network": "default", "custom": {"queues": "4"}}
+    world.run(world.vms.hotplug(vm_id, {"nic": nic}, "nic"))
+    assert hooks.params["before_nic_hotplug"] == [{"queues": "4"}]
+    expected = {MAC: {"mtu": "9000"}, OTHER_MAC: {"queues": "4"}}
+    assert world.vms.get(vm_id).metadata.device_custom == expected
+    world.run(world.vms.hotunplug(vm_id, {"nic": {"macAddr": MAC.upper()}}, "nic"))
+    assert hooks.params["after_nic_hotunplug"] == [{"mtu": "9000"}]
+    assert world.vms.get(vm_id).metadata.device_custom == {OTHER_MAC: {"queues": "4"}}
