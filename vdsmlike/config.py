@@ -22,6 +22,7 @@ The INI file (``--config``, e.g. ``contrib/agent.conf.example``)::
     guest_wait_timeout = 60       ; seconds "Powering up" before "Up"
     vm_sample_interval = 15       ; seconds between libvirt bulk samples
     host_sample_interval = 15     ; seconds between host samples
+    ksm_dir = /sys/kernel/mm/ksm  ; KSM's sysfs knobs, written by Host.setKsmTune
 
     [hooks]
     timeout = 300                 ; seconds before a hook script's process group is killed
@@ -64,6 +65,7 @@ class AgentConfig:
     guest_wait_timeout: float = 60.0
     vm_sample_interval: float = 15.0
     host_sample_interval: float = 15.0
+    ksm_dir: str = "/sys/kernel/mm/ksm"
     hook_timeout: float = 300.0
     hook_plugins: str = ""
     hook_disabled_plugins: str = ""
@@ -131,6 +133,7 @@ _INI_KEYS = {
     ("vars", "guest_wait_timeout"): "guest_wait_timeout",
     ("vars", "vm_sample_interval"): "vm_sample_interval",
     ("vars", "host_sample_interval"): "host_sample_interval",
+    ("vars", "ksm_dir"): "ksm_dir",
     ("hooks", "timeout"): "hook_timeout",
     ("hooks", "plugins"): "hook_plugins",
     ("hooks", "disabled_plugins"): "hook_disabled_plugins",

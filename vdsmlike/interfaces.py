@@ -136,6 +136,48 @@ class IHypervisor(Interface):
     def detach_device(vm_id, xml):
         """Hot-unplug one device given as XML from a running domain. :returns: a Deferred."""
 
+    def get_cpu_tune(vm_id):
+        """
+        Read a domain's vCPU bandwidth (libvirt ``schedulerParameters()``) and vCPU count.
+
+        :returns: a Deferred firing with a :class:`vdsmlike.virt.events.CpuTune`; a new domain
+            has an unlimited quota (-1) and a period of 100000 µs.
+        """
+
+    def set_cpu_tune(vm_id, quota=None, period=None):
+        """
+        Change a running domain's vCPU bandwidth at once (``setSchedulerParameters`` with
+        ``vcpu_quota`` and ``vcpu_period``, live); None leaves a value alone.
+
+        libvirt's rules (:mod:`vdsmlike.virt.tuning`): a negative quota means unlimited (-1), a
+        quota or period of 0 changes nothing, else the quota is 1000-17592186044415 µs and the
+        period 1000-1000000 µs.
+
+        :returns: a Deferred firing with None; failing with ``HypervisorError`` for a value out of
+            range, and then nothing changed.
+        """
+
+    def get_block_io_tune(vm_id, device):
+        """
+        Read the throttle limits of one disk (``blockIoTune``, live).
+
+        :param device: the disk's target dev, e.g. ``"vda"``.
+        :returns: a Deferred firing with ``{key: int}`` for the six keys of
+            :data:`vdsmlike.virt.tuning.IO_TUNE_KEYS` (0: no limit); failing with
+            ``HypervisorError`` for a domain without that disk.
+        """
+
+    def set_block_io_tune(vm_id, device, values):
+        """
+        Set the throttle limits of one disk at once (``setBlockIoTune``, live).
+
+        :param values: some of the six keys of :data:`vdsmlike.virt.tuning.IO_TUNE_KEYS`; the
+            disk's limits become exactly these, the keys left out 0 (no limit).
+        :returns: a Deferred firing with None; failing with ``HypervisorError`` for an unknown
+            disk or key, a negative value or one above 10**15, or a non-zero total limit with a
+            non-zero read or write one of the same unit; nothing changed then.
+        """
+
     def bulk_stats():
         """
         Sample every running or paused domain at once (libvirt ``getAllDomainStats``).

@@ -25,6 +25,7 @@ from .api.schema import Schema
 from .api.verbs import collect
 from .api.vm import VmApi
 from .config import AgentConfig
+from .host.ksm import KsmSysfs
 from .host.monitor import HostMonitor
 from .interfaces import IBlockingRunner, IHookRunner, IHypervisor
 from .rpc.dispatcher import Dispatcher
@@ -35,6 +36,7 @@ from .virt.libvirt import LibvirtHypervisor
 from .virt.runner import ThreadPoolRunner
 from .vm.container import ContainerConfig, VmContainer
 from .vm.monitor import VmStatsMonitor
+from .vm.tune import VmTuning
 
 
 class RunnerService(Service):
@@ -202,7 +204,8 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     Build the agent's service tree.
 
     The returned service has attributes ``core`` (:class:`AgentCoreService`, with ``ready``),
-    ``listener`` (:class:`ListenerService`, with ``url``), ``bus`` and ``container``.
+    ``listener`` (:class:`ListenerService`, with ``url``), ``bus``, ``container``,
+    ``hypervisor`` and ``tuning``.
     """
     for directory in (config.state_dir, config.serial_dir, config.runtime_dir):
         os.makedirs(directory, exist_ok=True)
@@ -222,7 +225,12 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         ),
         hooks=hooks,
     )
-    vm_monitor = VmStatsMonitor(hypervisor, stale_after=max(60.0, 4 * config.vm_sample_interval))
+    tuning = VmTuning(container, hypervisor, ksm=KsmSysfs(config.ksm_dir, runner=runner))
+    vm_monitor = VmStatsMonitor(
+        hypervisor,
+        stale_after=max(60.0, 4 * config.vm_sample_interval),
+        tuning=tuning.stats_fields,
+    )
     host_monitor = HostMonitor(
         hypervisor,
         runner,
@@ -231,8 +239,8 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     )
     schema = Schema.load(strict=config.strict)
     handlers = collect(
-        HostApi(container, vm_monitor, host_monitor, hooks=hooks),
-        VmApi(container, vm_monitor, hooks=hooks),
+        HostApi(container, vm_monitor, host_monitor, hooks=hooks, tuning=tuning),
+        VmApi(container, vm_monitor, hooks=hooks, tuning=tuning),
     )
     dispatcher = Dispatcher(
         handlers,
@@ -263,4 +271,5 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     top.listener = ListenerService(reactor, config, factory)
     top.listener.setServiceParent(top)
     top.bus, top.container, top.schema, top.hooks = bus, container, schema, hooks
+    top.hypervisor, top.tuning = hypervisor, tuning
     return top

@@ -5,7 +5,9 @@ A class using :class:`HypervisorContract` provides:
 - an async fixture ``hypervisor`` yielding an opened implementation and destroying what the
   test created afterwards (its events go to ``self.events``);
 - :meth:`new_xml` returning domain XML for a new domain of that hypervisor;
-- optionally :meth:`wait_guest_ready`, for guests that must boot before they obey ACPI.
+- optionally :meth:`wait_guest_ready`, for guests that must boot before they obey ACPI;
+- optionally :meth:`disk_xml`, a ``<disk>`` (target ``vdb``) the hypervisor can run with, for
+  the block IO tuning tests.
 
 Tests run on the real reactor (pytest-twisted): libvirt delivers events from its own thread.
 """
@@ -26,6 +28,7 @@ from vdsmlike.interfaces import IHypervisor
 from vdsmlike.virt.errors import DomainExists, DomainNotFound, HypervisorError
 from vdsmlike.virt.events import (
     METADATA_NS,
+    CpuTune,
     DomainEvent,
     DomainInfo,
     DomainState,
@@ -33,6 +36,7 @@ from vdsmlike.virt.events import (
     LifecycleEvent,
     StoppedDetail,
 )
+from vdsmlike.virt.tuning import IO_TUNE_KEYS
 
 STATS_KEYS = ("state.state", "cpu.time", "balloon.current", "balloon.maximum", "vcpu.current")
 
@@ -77,6 +81,13 @@ class HypervisorContract:
     async def wait_guest_ready(self, vm_id: str) -> None:
         """Wait until the guest listens to ACPI (override for real guests)."""
 
+    def disk_xml(self) -> str:
+        """A ``<disk>`` with target ``vdb`` (override where the image must exist)."""
+        return (
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+            "<source file='/var/tmp/vl-contract-vdb.img'/><target dev='vdb' bus='virtio'/></disk>"
+        )
+
     @pytest.fixture(autouse=True)
     def record_events(self, hypervisor: Any) -> None:
         """Send ``hypervisor``'s events to ``self.events``."""
@@ -90,6 +101,11 @@ class HypervisorContract:
     async def start(self, hypervisor: Any, **kwargs: Any) -> DomainInfo:
         """Create a running domain from :meth:`new_xml`."""
         return await hypervisor.create(self.new_xml(**kwargs), False)
+
+    async def start_with_disk(self, hypervisor: Any) -> str:
+        """Create a running domain with :meth:`disk_xml` as disk ``vdb``; :returns: its id."""
+        xml = self.new_xml().replace("<devices>", "<devices>" + self.disk_xml(), 1)
+        return (await hypervisor.create(xml, False)).vm_id
 
     def test_provides_interface(self, hypervisor: Any) -> None:
         """The implementation provides IHypervisor, signatures included."""
@@ -218,6 +234,10 @@ class HypervisorContract:
             hypervisor.set_metadata(vm_id, "<vm/>"),
             hypervisor.attach_device(vm_id, "<watchdog model='i6300esb'/>"),
             hypervisor.detach_device(vm_id, "<watchdog model='i6300esb'/>"),
+            hypervisor.get_cpu_tune(vm_id),
+            hypervisor.set_cpu_tune(vm_id, 50000, 100000),
+            hypervisor.get_block_io_tune(vm_id, "vda"),
+            hypervisor.set_block_io_tune(vm_id, "vda", {"total_bytes_sec": 1000}),
         ]
         for d in calls:
             error = await failure_of(d, DomainNotFound)
@@ -263,3 +283,73 @@ class HypervisorContract:
         assert stats[running]["state.state"] == DomainState.RUNNING.value
         assert stats[paused]["state.state"] == DomainState.PAUSED.value
         assert stats[running]["balloon.maximum"] >= stats[running]["balloon.current"] > 0
+
+    # -- tuning
+
+    @pytest_twisted.ensureDeferred
+    async def test_cpu_tune_of_a_new_domain(self, hypervisor: Any) -> None:
+        """A new domain has an unlimited quota, a 100 ms period and its vCPU count."""
+        vm_id = (await self.start(hypervisor)).vm_id
+        assert await hypervisor.get_cpu_tune(vm_id) == CpuTune(quota=-1, period=100000, vcpus=1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_set_cpu_tune(self, hypervisor: Any) -> None:
+        """Quota and period apply live; None and 0 leave a value alone; negative is unlimited."""
+        vm_id = (await self.start(hypervisor)).vm_id
+        await hypervisor.set_cpu_tune(vm_id, 50000, 200000)
+        assert await hypervisor.get_cpu_tune(vm_id) == CpuTune(50000, 200000, 1)
+        await hypervisor.set_cpu_tune(vm_id, quota=25000)
+        await hypervisor.set_cpu_tune(vm_id, 0, 0)
+        await hypervisor.set_cpu_tune(vm_id)
+        assert await hypervisor.get_cpu_tune(vm_id) == CpuTune(25000, 200000, 1)
+        await hypervisor.set_cpu_tune(vm_id, quota=-7, period=1000000)
+        assert await hypervisor.get_cpu_tune(vm_id) == CpuTune(-1, 1000000, 1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_cpu_tune_out_of_range_is_refused(self, hypervisor: Any) -> None:
+        """A quota or period outside libvirt's ranges fails with HypervisorError, changing
+        nothing."""
+        vm_id = (await self.start(hypervisor)).vm_id
+        await hypervisor.set_cpu_tune(vm_id, 40000, 100000)
+        for quota, period in ((500, None), (2**50, None), (None, 999), (None, 2**40), (None, -1)):
+            error = await failure_of(hypervisor.set_cpu_tune(vm_id, quota, period), HypervisorError)
+            assert not isinstance(error, DomainNotFound)
+        assert await hypervisor.get_cpu_tune(vm_id) == CpuTune(40000, 100000, 1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_block_io_tune_round_trip(self, hypervisor: Any) -> None:
+        """A disk starts unlimited; set limits read back, and keys left out become 0."""
+        vm_id = await self.start_with_disk(hypervisor)
+        assert await hypervisor.get_block_io_tune(vm_id, "vdb") == dict.fromkeys(IO_TUNE_KEYS, 0)
+        await hypervisor.set_block_io_tune(
+            vm_id, "vdb", {"total_bytes_sec": 10_000_000, "read_iops_sec": 100}
+        )
+        expected = dict.fromkeys(IO_TUNE_KEYS, 0) | {
+            "total_bytes_sec": 10_000_000,
+            "read_iops_sec": 100,
+        }
+        assert await hypervisor.get_block_io_tune(vm_id, "vdb") == expected
+        await hypervisor.set_block_io_tune(vm_id, "vdb", {"write_iops_sec": 300})
+        expected = dict.fromkeys(IO_TUNE_KEYS, 0) | {"write_iops_sec": 300}
+        assert await hypervisor.get_block_io_tune(vm_id, "vdb") == expected
+
+    @pytest_twisted.ensureDeferred
+    async def test_block_io_tune_refusals(self, hypervisor: Any) -> None:
+        """Unknown disks and keys, negative or huge values and a total with a read limit fail
+        with HypervisorError, changing nothing."""
+        vm_id = await self.start_with_disk(hypervisor)
+        await hypervisor.set_block_io_tune(vm_id, "vdb", {"total_iops_sec": 50})
+        before = await hypervisor.get_block_io_tune(vm_id, "vdb")
+        await failure_of(hypervisor.get_block_io_tune(vm_id, "vdz"), HypervisorError)
+        for device, values in (
+            ("vdz", {"total_iops_sec": 5}),
+            ("vdb", {"total_iops_sec": 5, "bogus": 1}),
+            ("vdb", {"read_bytes_sec": -1}),
+            ("vdb", {"read_bytes_sec": 10**16}),
+            ("vdb", {"total_bytes_sec": 5, "read_bytes_sec": 3}),
+        ):
+            error = await failure_of(
+                hypervisor.set_block_io_tune(vm_id, device, values), HypervisorError
+            )
+            assert not isinstance(error, DomainNotFound), (device, values)
+        assert await hypervisor.get_block_io_tune(vm_id, "vdb") == before

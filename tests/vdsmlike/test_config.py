@@ -35,6 +35,12 @@ def test_ini_values_are_typed():
     assert config.guest_wait_timeout == 2.5
 
 
+def test_ksm_dir_defaults_to_sysfs_and_can_be_moved():
+    """KSM's knobs are under /sys/kernel/mm/ksm unless [vars] ksm_dir says otherwise."""
+    assert load_config([], environ={}).ksm_dir == "/sys/kernel/mm/ksm"
+    assert read_ini("[vars]\nksm_dir = /tmp/fake-ksm\n").ksm_dir == "/tmp/fake-ksm"
+
+
 @pytest.mark.parametrize(
     "text,message",
     [

@@ -139,6 +139,22 @@ class HardwareInfoError(VdsmError):
     code, message = 57, "Failed to read hardware information"
 
 
+class CpuTuneError(VdsmError):
+    code, message = 62, "CpuTune operation is not available"
+
+
+class IoTuneError(VdsmError):
+    """VDSM's ``UpdateIOTuneError``: an unknown disk, a bad ioTune value, or libvirt refused."""
+
+    code, message = 64, "Failed to update ioTune values"
+
+
+class KsmTuneError(VdsmError):
+    """VDSM's ``KSMUpdateFailed``: a KSM knob or value refused, or the sysfs write failed."""
+
+    code, message = 71, "Failed to update KSM values"
+
+
 class UnsupportedOperation(VdsmError):
     code, message = 75, "Operation not supported"
 

@@ -9,6 +9,7 @@ from hooks.runner import NullHookRunner
 from ..host.monitor import HostMonitor
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
+from ..vm.tune import VmTuning
 from ..vm.vm import vm_definition
 from . import errors
 from .hooked import around_hooks
@@ -25,11 +26,13 @@ class HostApi:
         host: HostMonitor,
         *,
         hooks: Any = None,
+        tuning: VmTuning | None = None,
     ) -> None:
         self._vms = container
         self._monitor = monitor
         self._host = host
         self._hooks = hooks if hooks is not None else NullHookRunner()
+        self._tuning = tuning
 
     @verb("Host.ping2")
     def ping2(self) -> bool:
@@ -84,6 +87,21 @@ class HostApi:
                 self._monitor.vm_stats(vm, elapsed=self._vms.elapsed(vm)) for vm in self._vms.vms()
             ],
         )
+
+    def _tuned(self) -> VmTuning:
+        if self._tuning is None:
+            raise errors.NotImplementedVerb("tuning is not configured in this agent")
+        return self._tuning
+
+    @verb("Host.getAllVmIoTunePolicies")
+    async def get_all_vm_io_tune_policies(self) -> dict[str, dict[str, Any]]:
+        """Every VM's IO limit policy and current limits, as MOM reads them."""
+        return await self._tuned().all_io_tune_policies()
+
+    @verb("Host.setKsmTune")
+    async def set_ksm_tune(self, tuningParams: dict[str, int]) -> bool:
+        """Write KSM's knobs (run, merge_across_nodes, pages_to_scan, sleep_millisecs)."""
+        return await self._tuned().set_ksm_tune(tuningParams)
 
     @verb("Host.dumpxmls")
     def dumpxmls(self, vmList: list[str]) -> dict[str, Any]:

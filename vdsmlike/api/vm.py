@@ -9,6 +9,8 @@ from hooks.runner import NullHookRunner
 from ..interfaces import IHookRunner
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
+from ..vm.tune import VmTuning
+from . import errors
 from .hooked import around_hooks
 from .verbs import verb
 
@@ -17,11 +19,17 @@ class VmApi:
     """The ``VM`` namespace. Params arrive validated against ``schema/agent.yml``."""
 
     def __init__(
-        self, container: VmContainer, monitor: VmStatsMonitor, *, hooks: IHookRunner | None = None
+        self,
+        container: VmContainer,
+        monitor: VmStatsMonitor,
+        *,
+        hooks: IHookRunner | None = None,
+        tuning: VmTuning | None = None,
     ) -> None:
         self._vms = container
         self._monitor = monitor
         self._hooks = hooks if hooks is not None else NullHookRunner()
+        self._tuning = tuning
 
     @verb("VM.create")
     async def create(self, vmParams: dict[str, Any], vmID: str | None = None) -> dict[str, Any]:
@@ -98,3 +106,33 @@ class VmApi:
     async def hotunplug_nic(self, vmID: str, params: dict[str, Any]) -> dict[str, Any]:
         """Hot-unplug a NIC."""
         return await self._vms.hotunplug(vmID, params, "nic")
+
+    def _tuned(self) -> VmTuning:
+        if self._tuning is None:
+            raise errors.NotImplementedVerb("tuning is not configured in this agent")
+        return self._tuning
+
+    @verb("VM.setCpuTuneQuota")
+    async def set_cpu_tune_quota(self, vmID: str, quota: int) -> bool:
+        """Set the vCPU bandwidth quota, µs per period (negative: unlimited)."""
+        return await self._tuned().set_cpu_tune_quota(vmID, quota)
+
+    @verb("VM.setCpuTunePeriod")
+    async def set_cpu_tune_period(self, vmID: str, period: int) -> bool:
+        """Set the vCPU bandwidth period, µs."""
+        return await self._tuned().set_cpu_tune_period(vmID, period)
+
+    @verb("VM.setIoTune")
+    async def set_io_tune(self, vmID: str, tunables: list[dict[str, Any]]) -> bool:
+        """Change the IO limits of disks, merged over their current ones."""
+        return await self._tuned().set_io_tune(vmID, tunables)
+
+    @verb("VM.getIoTune")
+    async def get_io_tune(self, vmID: str) -> list[dict[str, Any]]:
+        """Every disk's current IO limits, read from libvirt."""
+        return await self._tuned().get_io_tune(vmID)
+
+    @verb("VM.getIoTunePolicy")
+    def get_io_tune_policy(self, vmID: str) -> list[dict[str, Any]]:
+        """The VM's IO limit policy from its domain XML."""
+        return self._tuned().get_io_tune_policy(vmID)

@@ -1,4 +1,5 @@
-"""Plain data the hypervisor adapters hand to the core: domain events, domain and host info."""
+"""Plain data the hypervisor adapters hand to the core: domain events, domain, host and tuning
+info."""
 
 from __future__ import annotations
 
@@ -117,6 +118,21 @@ class HostInfo:
     hv_version: tuple[int, int, int]
     hv_type: str
     numa_nodes: dict[int, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CpuTune:
+    """
+    A domain's vCPU bandwidth, as libvirt's ``schedulerParameters()`` reports it.
+
+    :ivar quota: µs of CPU time each vCPU may use per ``period``; ``-1`` means unlimited.
+    :ivar period: the enforcement period, µs (libvirt accepts 1000-1000000).
+    :ivar vcpus: the domain's current vCPU count.
+    """
+
+    quota: int = -1
+    period: int = 100_000
+    vcpus: int = 1
 
 
 #: The XML namespace of our ``<metadata>`` element in domain XML (``vdsmlike.vm.domxml`` reuses it).

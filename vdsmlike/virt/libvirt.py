@@ -15,6 +15,14 @@ rewrites the type and emulates a paused start with create + suspend there. Its
 ``getAllDomainStats`` returns only ``state.*``: :meth:`LibvirtHypervisor.bulk_stats` fills the
 balloon, vCPU and CPU time keys from ``virDomainGetInfo`` for such domains.
 
+Tuning on the test driver: it has no vCPU bandwidth (its scheduler is "fair", with one
+``weight``; ``setSchedulerParameters({'vcpu_quota': ...})`` fails in the Python binding with
+``LookupError``), so :meth:`LibvirtHypervisor.get_cpu_tune` and
+:meth:`~LibvirtHypervisor.set_cpu_tune` keep the quota and period in the adapter, with libvirt's
+rules (:mod:`.tuning`). Its block IO tuning is real, but it refuses a limit above the matching
+``*_max`` burst limit even when that is 0 (QEMU reads 0 as "no burst limit"), so
+:meth:`~LibvirtHypervisor.set_block_io_tune` sets each ``*_max`` to its limit there.
+
 The embedded QEMU driver (``qemu:///embed``), what we found:
 
 - One embedded root per process: a second root in the same process is refused, so the tests
@@ -46,7 +54,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import libvirt
@@ -60,12 +69,14 @@ from .errors import DomainExists, DomainNotFound, HypervisorError
 from .events import (
     METADATA_NS,
     METADATA_PREFIX,
+    CpuTune,
     DomainEvent,
     DomainInfo,
     DomainState,
     HostInfo,
     LifecycleEvent,
 )
+from .tuning import IO_TUNE_KEYS, apply_cpu_tune, io_tune_limits
 
 RECOVERY_GRACE_SECONDS = 30.0
 RECOVERY_RETRY_SECONDS = 3.0
@@ -182,6 +193,8 @@ class LibvirtHypervisor:
         self._is_test = uri.startswith("test:")
         self._opened_at = 0.0
         self._listed: set[str] = set()
+        # The test driver's emulated vCPU bandwidth, by VM id (see the module docstring).
+        self._cpu_tunes: dict[str, CpuTune] = {}
 
     # -- connection and events
 
@@ -285,6 +298,10 @@ class LibvirtHypervisor:
                 return getattr(dom, method)(*args)
             except libvirt.libvirtError as e:
                 raise translate(e, vm_id) from None
+            except (OverflowError, TypeError, LookupError) as e:
+                # The Python binding refuses some values itself (a negative unsigned, a
+                # parameter name the driver does not know) before libvirt sees them.
+                raise HypervisorError(f"{type(e).__name__}: {e}") from None
 
         return self._runner.run(vm_id, call)
 
@@ -364,6 +381,7 @@ class LibvirtHypervisor:
             dom = conn.createXML(xml, flags)
         except libvirt.libvirtError as e:
             raise translate(e, None, creating=True) from None
+        self._cpu_tunes.pop(dom.UUIDString().lower(), None)
         try:
             if paused and self._is_test:
                 dom.suspend()
@@ -386,7 +404,11 @@ class LibvirtHypervisor:
     def destroy(self, vm_id: str, graceful: bool) -> Deferred[None]:
         """:returns: a Deferred firing with None once the domain stopped (and is gone)."""
         flags = libvirt.VIR_DOMAIN_DESTROY_GRACEFUL if graceful else 0
-        return self._none(self._on_domain(vm_id, "destroyFlags", flags))
+        d = self._none(self._on_domain(vm_id, "destroyFlags", flags))
+        return d.addCallback(self._forget_cpu_tune, vm_id)
+
+    def _forget_cpu_tune(self, _: None, vm_id: str) -> None:
+        self._cpu_tunes.pop(vm_id.lower(), None)
 
     def shutdown(self, vm_id: str) -> Deferred[None]:
         """:returns: a Deferred firing with None once the ACPI request is sent."""
@@ -442,6 +464,66 @@ class LibvirtHypervisor:
         """:returns: a Deferred firing with None once the unplug request is accepted."""
         return self._none(
             self._on_domain(vm_id, "detachDeviceFlags", xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        )
+
+    def get_cpu_tune(self, vm_id: str) -> Deferred[CpuTune]:
+        """:returns: a Deferred firing with the domain's vCPU quota, period and count."""
+        return self._runner.run(vm_id, self._get_cpu_tune, vm_id)
+
+    def _get_cpu_tune(self, vm_id: str) -> CpuTune:
+        dom = self._lookup(vm_id)
+        try:
+            vcpus = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if self._is_test:
+                return replace(self._cpu_tunes.get(vm_id.lower(), CpuTune()), vcpus=vcpus)
+            params = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as e:
+            raise translate(e, vm_id) from None
+        if "vcpu_quota" not in params or "vcpu_period" not in params:
+            raise HypervisorError(f"the hypervisor reports no vCPU bandwidth: {sorted(params)}")
+        return CpuTune(int(params["vcpu_quota"]), int(params["vcpu_period"]), vcpus)
+
+    def set_cpu_tune(
+        self, vm_id: str, quota: int | None = None, period: int | None = None
+    ) -> Deferred[None]:
+        """:returns: a Deferred firing with None once the new bandwidth applies."""
+        if self._is_test:
+            return self._runner.run(vm_id, self._emulate_cpu_tune, vm_id, quota, period)
+        params = {
+            name: value
+            for name, value in (("vcpu_quota", quota), ("vcpu_period", period))
+            if value is not None
+        }
+        if not params:
+            return self._none(self._on_domain(vm_id, "UUIDString"))
+        return self._none(
+            self._on_domain(
+                vm_id, "setSchedulerParametersFlags", params, libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+        )
+
+    def _emulate_cpu_tune(self, vm_id: str, quota: int | None, period: int | None) -> None:
+        self._lookup(vm_id)
+        key = vm_id.lower()
+        self._cpu_tunes[key] = apply_cpu_tune(self._cpu_tunes.get(key, CpuTune()), quota, period)
+
+    def get_block_io_tune(self, vm_id: str, device: str) -> Deferred[dict[str, int]]:
+        """:returns: a Deferred firing with the six throttle limits of disk ``device``."""
+        d = self._on_domain(vm_id, "blockIoTune", device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        return d.addCallback(lambda values: {k: int(values.get(k, 0)) for k in IO_TUNE_KEYS})
+
+    def set_block_io_tune(
+        self, vm_id: str, device: str, values: Mapping[str, int]
+    ) -> Deferred[None]:
+        """:returns: a Deferred firing with None once the disk's limits are ``values``."""
+        try:
+            params: dict[str, int] = io_tune_limits(values)
+        except HypervisorError as e:
+            return fail(e)
+        if self._is_test:
+            params.update({f"{key}_max": value for key, value in list(params.items())})
+        return self._none(
+            self._on_domain(vm_id, "setBlockIoTune", device, params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         )
 
     def bulk_stats(self) -> Deferred[dict[str, dict[str, Any]]]:

@@ -11,6 +11,9 @@ Events: with a reactor (real or ``Clock``) they are queued and delivered in orde
 (``MemoryHypervisor()``) the hypervisor is *synchronous*: events reach the listener before the
 method's Deferred fires, and ``shutdown()`` stops the domain at once.
 
+Tuning: vCPU bandwidth and the block IO limits of the domain's ``<disk>`` elements (by target
+dev) are kept per domain and checked with libvirt's rules (:mod:`.tuning`).
+
 Test knobs: :meth:`fail_next` (error injection), :meth:`crash`, :meth:`guest_ignores_shutdown`.
 """
 
@@ -33,6 +36,7 @@ from .errors import DomainExists, DomainNotFound, HypervisorError
 from .events import (
     METADATA_NS,
     METADATA_PREFIX,
+    CpuTune,
     DomainEvent,
     DomainInfo,
     DomainState,
@@ -41,6 +45,7 @@ from .events import (
     StoppedDetail,
     SuspendedDetail,
 )
+from .tuning import apply_cpu_tune, block_io_tune
 
 StdElementTree.register_namespace(METADATA_PREFIX, METADATA_NS)
 
@@ -98,6 +103,8 @@ class _Domain:
     ignores_shutdown: bool = False
     metadata: str | None = None
     pending: list[Any] = field(default_factory=list)
+    cpu_tune: CpuTune = CpuTune()
+    io_tune: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _kib(element: Any) -> int:
@@ -124,9 +131,12 @@ def _parse(xml: str) -> _Domain:
         vcpu = root.find("vcpu")
         vcpus = int(vcpu.get("current") or vcpu.text.strip()) if vcpu is not None else 1
         current_kib = _kib(current) if current is not None else max_kib
+        disks = [target.get("dev") for target in root.findall("devices/disk/target")]
     except Exception as e:  # defusedxml and int() raise several types
         raise HypervisorError(f"XML error: {e}") from None
-    return _Domain(vm_id, name, xml, max_kib, current_kib, vcpus)
+    domain = _Domain(vm_id, name, xml, max_kib, current_kib, vcpus, cpu_tune=CpuTune(vcpus=vcpus))
+    domain.io_tune = {dev: block_io_tune({}) for dev in disks if dev}
+    return domain
 
 
 def _in_namespace(element: Any) -> Any:
@@ -397,6 +407,40 @@ class MemoryHypervisor:
     def detach_device(self, vm_id: str, xml: str) -> Deferred[None]:
         """:returns: a Deferred firing with None (the device is not simulated)."""
         return self._call("detach_device", self._get, vm_id).addCallback(lambda _: None)
+
+    def get_cpu_tune(self, vm_id: str) -> Deferred[CpuTune]:
+        """:returns: a Deferred firing with the domain's vCPU quota, period and count."""
+        return self._call("get_cpu_tune", lambda: self._get(vm_id).cpu_tune)
+
+    def set_cpu_tune(
+        self, vm_id: str, quota: int | None = None, period: int | None = None
+    ) -> Deferred[None]:
+        """:returns: a Deferred firing with None, or failing as libvirt does for a bad value."""
+
+        def set_cpu_tune() -> None:
+            domain = self._get(vm_id)
+            domain.cpu_tune = apply_cpu_tune(domain.cpu_tune, quota, period)
+
+        return self._call("set_cpu_tune", set_cpu_tune)
+
+    def get_block_io_tune(self, vm_id: str, device: str) -> Deferred[dict[str, int]]:
+        """:returns: a Deferred firing with the six limits of disk ``device``."""
+        return self._call("get_block_io_tune", lambda: dict(self._disk(vm_id, device)[1]))
+
+    def set_block_io_tune(self, vm_id: str, device: str, values: dict[str, int]) -> Deferred[None]:
+        """:returns: a Deferred firing with None, or failing as libvirt does."""
+
+        def set_block_io_tune() -> None:
+            domain, _ = self._disk(vm_id, device)
+            domain.io_tune[device] = block_io_tune(values)
+
+        return self._call("set_block_io_tune", set_block_io_tune)
+
+    def _disk(self, vm_id: str, device: str) -> tuple[_Domain, dict[str, int]]:
+        domain = self._get(vm_id)
+        if device not in domain.io_tune:
+            raise HypervisorError(f"invalid argument: disk '{device}' not found in domain")
+        return domain, domain.io_tune[device]
 
     def bulk_stats(self) -> Deferred[dict[str, dict[str, Any]]]:
         """:returns: a Deferred firing with synthetic libvirt-keyed stats per domain."""

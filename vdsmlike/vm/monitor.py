@@ -20,6 +20,9 @@ from . import domxml
 from .stats import sampled_vm_stats
 from .vm import Vm, status_details
 
+#: What the monitor asks for a VM's tuning fields (``VmTuning.stats_fields``).
+TuningFields = Callable[[Vm], dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class _Sample:
@@ -28,7 +31,12 @@ class _Sample:
 
 
 class VmStatsMonitor:
-    """Keeps the last two bulk samples of every VM."""
+    """
+    Keeps the last two bulk samples of every VM.
+
+    :param tuning: gives a VM's tuning fields (``vcpuQuota``, ``vcpuPeriod``,
+        ``vcpuUserLimit``, ``ioTune``); without it the defaults are reported and no ``ioTune``.
+    """
 
     log = Logger()
 
@@ -38,10 +46,12 @@ class VmStatsMonitor:
         *,
         stale_after: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        tuning: TuningFields | None = None,
     ) -> None:
         self._hv = hypervisor
         self._stale_after = stale_after
         self._monotonic = monotonic
+        self._tuning = tuning
         self._samples: dict[str, tuple[_Sample | None, _Sample]] = {}
         self._busy = False
         self.last_duration: float | None = None
@@ -73,6 +83,7 @@ class VmStatsMonitor:
         prev, cur = self._samples.get(vm.vm_id, (None, None))
         if cur is not None and self._monotonic() - cur.time > self._stale_after:
             details["monitorResponse"] = "-1"
+        tune = self._tuning(vm) if self._tuning is not None else {}
         details.update(
             sampled_vm_stats(
                 prev.values if prev else None,
@@ -84,6 +95,8 @@ class VmStatsMonitor:
                 else (vm.spec.current_memory_kib if vm.spec.has_balloon else None),
                 ballooning_enabled=vm.spec.has_balloon and vm.metadata.ballooning_enabled,
                 interfaces=_interfaces(vm.spec),
+                cpu_tune=tune,
+                io_tune=tune.get("ioTune"),
             )
         )
         return details

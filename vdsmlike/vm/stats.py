@@ -16,7 +16,7 @@ user time.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _NS_PER_S = 1e9
@@ -49,6 +49,7 @@ def sampled_vm_stats(
     ballooning_enabled: bool,
     interfaces: Mapping[str, Mapping[str, str]] | None = None,
     cpu_tune: Mapping[str, Any] | None = None,
+    io_tune: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """
     The sampled ``VmStats`` fields of one VM.
@@ -62,9 +63,11 @@ def sampled_vm_stats(
     :param interfaces: ``{libvirt target dev: {"macAddr": ..., "name": ...}}`` for ``network``.
     :param cpu_tune: ``vcpuQuota``, ``vcpuPeriod``, ``vcpuUserLimit`` if known (see
         :data:`DEFAULT_CPU_TUNE`).
+    :param io_tune: the disks' current limits, ``[{name, path, ioTune: {key: int}}]``; given,
+        they are reported as ``ioTune`` (entries that are not of that shape are left out).
     :returns: the fields: ``cpuUser``, ``cpuSys``, ``cpuUsage``, ``cpuActual``, ``vcpuCount``
         and the tuning fields, ``memUsage``, ``memoryStats``, ``balloonInfo``, ``disks``,
-        ``network``.
+        ``network``, and ``ioTune`` when ``io_tune`` is given.
     """
     if not isinstance(cur, Mapping):
         return {}
@@ -77,6 +80,8 @@ def sampled_vm_stats(
     stats["balloonInfo"] = balloon_info(cur, balloon_target, ballooning_enabled)
     stats["disks"] = _disks(before, cur, interval)
     stats["network"] = _network(cur, cur_time, interfaces)
+    if io_tune is not None:
+        stats["ioTune"] = _io_tune(io_tune)
     return stats
 
 
@@ -160,6 +165,24 @@ def _vcpu(cur: Sample, cpu_tune: Mapping[str, Any] | None) -> dict[str, str]:
     if count is not None:
         out["vcpuCount"] = str(count)
     return out
+
+
+def _io_tune(entries: Any) -> list[dict[str, Any]]:
+    """``ioTune``: each disk's name, path and limits (non-negative ints), as VDSM reports them."""
+    result = []
+    for entry in entries if isinstance(entries, Sequence) else ():
+        limits = entry.get("ioTune") if isinstance(entry, Mapping) else None
+        if not isinstance(limits, Mapping) or not isinstance(entry.get("name"), str):
+            continue
+        values = {key: _int(limits, key) for key in limits if isinstance(key, str)}
+        result.append(
+            {
+                "name": entry["name"],
+                "path": str(entry.get("path") or ""),
+                "ioTune": {k: v for k, v in values.items() if v is not None and v >= 0},
+            }
+        )
+    return result
 
 
 # -- memory and balloon -----------------------------------------------------------------------

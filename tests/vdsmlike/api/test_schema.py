@@ -34,6 +34,8 @@ EXPECTED_VERBS = {
     "VM.create", "VM.destroy", "VM.shutdown", "VM.reset", "VM.pause", "VM.cont", "VM.getStats",
     "VM.setBalloonTarget", "VM.hotplugDisk", "VM.hotunplugDisk", "VM.hotplugNic",
     "VM.hotunplugNic",
+    "VM.setCpuTuneQuota", "VM.setCpuTunePeriod", "VM.setIoTune", "VM.getIoTune",
+    "VM.getIoTunePolicy", "Host.getAllVmIoTunePolicies", "Host.setKsmTune",
 }  # fmt: skip
 
 
@@ -769,3 +771,85 @@ def test_readme_lists_every_verb(schema: Schema) -> None:
     readme = (default_schema_dir() / "README.md").read_text()
     for verb in schema.verbs():
         assert f"`{verb}`" in readme, verb
+
+
+# -- tuning verbs -----------------------------------------------------------------------------
+
+IO_TUNE = {"total_bytes_sec": 0, "read_bytes_sec": 1000, "write_bytes_sec": 0,
+           "total_iops_sec": 50, "read_iops_sec": 0, "write_iops_sec": 0}  # fmt: skip
+
+
+def test_tuning_params_bind(schema: Schema) -> None:
+    """Quota, period, tunables by name or path, and KSM knobs within bounds bind."""
+    assert schema.bind_params("VM.setCpuTuneQuota", [VM_ID, -1]) == {"vmID": VM_ID, "quota": -1}
+    assert schema.bind_params("VM.setCpuTunePeriod", {"vmID": VM_ID, "period": 100000})
+    tunables = [{"name": "vda", "ioTune": {"read_iops_sec": 5}},
+                {"path": "/images/b.img", "ioTune": {}}]  # fmt: skip
+    assert schema.bind_params("VM.setIoTune", [VM_ID, tunables])["tunables"] == tunables
+    knobs = {"run": 2, "merge_across_nodes": 0, "pages_to_scan": 2**32 - 1, "sleep_millisecs": 0}
+    assert schema.bind_params("Host.setKsmTune", [knobs]) == {"tuningParams": knobs}
+    assert schema.bind_params("Host.setKsmTune", [{}]) == {"tuningParams": {}}
+
+
+@pytest.mark.parametrize(
+    ("verb", "params", "message"),
+    [
+        ("VM.setCpuTuneQuota", [VM_ID, "lots"], "quota: 'lots' is not of type 'integer'"),
+        ("VM.setCpuTuneQuota", [VM_ID, 1.5], "quota: 1.5 is not of type 'integer'"),
+        ("VM.setCpuTunePeriod", [VM_ID, True], "period: True is not of type 'integer'"),
+        ("VM.setIoTune", [VM_ID, [{"name": "vda", "ioTune": {"bogus_sec": 1}}]],
+         "tunables[0].ioTune.bogus_sec: unknown property"),
+        ("VM.setIoTune", [VM_ID, [{"name": "vda", "ioTune": {"read_iops_sec": -1}}]],
+         "tunables[0].ioTune.read_iops_sec: -1 is less than the minimum of 0"),
+        ("VM.setIoTune", [VM_ID, [{"name": "vda"}]], "tunables[0].ioTune: missing required"),
+        ("VM.setIoTune", [VM_ID, [{"ioTune": {}}]], "tunables[0]"),
+        ("VM.setIoTune", [VM_ID, {"name": "vda"}], "tunables: {'name': 'vda'} is not of type"),
+        ("Host.setKsmTune", [{"run": 3}], "tuningParams.run: 3 is greater than the maximum of 2"),
+        ("Host.setKsmTune", [{"sleep_millisecs": 2**32}], "tuningParams.sleep_millisecs: "),
+        ("Host.setKsmTune", [{"pages_to_scan": -1}], "tuningParams.pages_to_scan: -1 is less"),
+        ("Host.setKsmTune", [{"full_scans": 1}], "tuningParams.full_scans: unknown property"),
+    ],
+)  # fmt: skip
+def test_bad_tuning_params(schema: Schema, verb: str, params: list, message: str) -> None:
+    """A mistyped or out-of-range tuning param is InvalidParams naming its path."""
+    with pytest.raises(InvalidParams) as caught:
+        schema.bind_params(verb, params)
+    assert str(caught.value).startswith(f"Invalid params: {message}"), str(caught.value)
+
+
+def test_tuning_results(schema: Schema) -> None:
+    """The tuning verbs' results: true, current limits, the policy, and the policies by VM."""
+    for verb in ("VM.setCpuTuneQuota", "VM.setCpuTunePeriod", "VM.setIoTune", "Host.setKsmTune"):
+        schema.check_result(verb, True)
+    current = [{"name": "vda", "path": "/images/a.img", "ioTune": IO_TUNE}]
+    policy = [{"name": "vda", "path": "/images/a.img", "maximum": {"total_iops_sec": 800},
+               "guaranteed": {"total_iops_sec": 100}}, {"name": "vdb"}]  # fmt: skip
+    schema.check_result("VM.getIoTune", current)
+    schema.check_result("VM.getIoTunePolicy", policy)
+    schema.check_result("VM.getIoTunePolicy", [])
+    schema.check_result(
+        "Host.getAllVmIoTunePolicies",
+        {VM_ID: {"policy": policy, "current_values": current}, OTHER_ID: {}},
+    )
+    schema.check_result("VM.getStats", [running_stats() | {"ioTune": current}])
+
+
+@pytest.mark.parametrize(
+    ("verb", "result", "message"),
+    [
+        ("VM.setIoTune", {"status": {"code": 0}}, "result: True was expected"),
+        ("VM.getIoTune", [{"name": "vda", "path": "", "ioTune": {"read_iops_sec": 1}}],
+         "[0].ioTune.total_bytes_sec: missing required property"),
+        ("VM.getIoTune", [{"name": "vda", "ioTune": IO_TUNE}], "[0].path: missing required"),
+        ("VM.getIoTunePolicy", [{"name": "vda", "maximum": {"iops": 1}}],
+         "[0].maximum.iops: unknown property"),
+        ("Host.getAllVmIoTunePolicies", {VM_ID: {"policy": []}},
+         f"{VM_ID}.current_values: missing required property"),
+        ("Host.getAllVmIoTunePolicies", {"web1": {}}, "result: 'web1' does not match"),
+    ],
+)  # fmt: skip
+def test_bad_tuning_results(schema: Schema, verb: str, result: Any, message: str) -> None:
+    """A tuning result of the wrong shape is a SchemaViolation naming its path."""
+    with pytest.raises(SchemaViolation) as caught:
+        schema.check_result(verb, result)
+    assert message in str(caught.value), str(caught.value)

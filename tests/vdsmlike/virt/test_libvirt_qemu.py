@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from contracts.hypervisor import HypervisorContract, sleep, wait_until
+from defusedxml import ElementTree
 from guests import READY_MARKER, guest_xml, last_tick, serial_text
 from twisted.internet import reactor
 
@@ -58,6 +59,14 @@ class TestLibvirtQemu(HypervisorContract):
     def new_xml(self, *, name: str | None = None, vm_id: str | None = None) -> str:
         vm_id = vm_id or str(uuid.uuid4())
         return guest_xml(self.image, self.serial(vm_id), name=name, vm_id=vm_id)
+
+    def disk_xml(self) -> str:
+        image = self.root / f"vdb-{uuid.uuid4().hex[:8]}.img"
+        image.write_bytes(bytes(1024 * 1024))
+        return (
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source file='{image}'/><target dev='vdb' bus='virtio'/></disk>"
+        )
 
     async def wait_guest_ready(self, vm_id: str) -> None:
         # One tick after the marker: the power button watcher is listening by then.
@@ -124,3 +133,20 @@ class TestLibvirtQemu(HypervisorContract):
         await hypervisor.resume(vm_id)
         await hypervisor.destroy(vm_id, False)
         assert vm_id not in {d.vm_id for d in await hypervisor.list_domains()}
+
+    @pytest_twisted.ensureDeferred
+    async def test_tuning_reaches_the_live_domain(self, hypervisor: LibvirtHypervisor) -> None:
+        """CPU bandwidth and disk limits show in libvirt's live XML (QEMU's cgroup and
+        throttle group), not only in what the adapter reads back."""
+        vm_id = await self.start_with_disk(hypervisor)
+        await hypervisor.set_cpu_tune(vm_id, 30000, 150000)
+        await hypervisor.set_block_io_tune(
+            vm_id, "vdb", {"read_bytes_sec": 2_000_000, "write_iops_sec": 40}
+        )
+        root = ElementTree.fromstring(await hypervisor.get_xml(vm_id))
+        assert root.findtext("cputune/quota") == "30000"
+        assert root.findtext("cputune/period") == "150000"
+        [disk] = [d for d in root.findall("devices/disk") if d.find("target").get("dev") == "vdb"]
+        assert disk.findtext("iotune/read_bytes_sec") == "2000000"
+        assert disk.findtext("iotune/write_iops_sec") == "40"
+        assert disk.find("iotune/total_bytes_sec") is None

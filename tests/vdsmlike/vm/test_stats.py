@@ -222,6 +222,28 @@ def test_cpu_tune_overrides_defaults():
     assert (got["vcpuQuota"], got["vcpuPeriod"], got["vcpuUserLimit"]) == ("50000", "100000", "80")
 
 
+def test_io_tune_is_reported_when_given(schema):
+    """Given disk limits become ``ioTune``: ints, path "" when unknown, odd entries left out."""
+    limits = {"total_bytes_sec": 0, "read_bytes_sec": 4096, "write_bytes_sec": 0,
+              "total_iops_sec": 0, "read_iops_sec": 0, "write_iops_sec": 10}  # fmt: skip
+    entries = [
+        {"name": "vda", "path": "/images/a.img", "ioTune": limits},
+        {"name": "vdb", "path": None, "ioTune": {**limits, "read_iops_sec": -1, "x": "y"}},
+        {"name": 5, "ioTune": limits},
+        {"name": "vdc", "ioTune": "none"},
+        "vdd",
+    ]
+    got = stats(None, qemu_sample(), io_tune=entries)
+    vdb = {k: v for k, v in limits.items() if k != "read_iops_sec"}
+    assert got["ioTune"] == [
+        {"name": "vda", "path": "/images/a.img", "ioTune": limits},
+        {"name": "vdb", "path": "", "ioTune": vdb},
+    ]
+    assert "ioTune" not in stats(None, qemu_sample())
+    assert stats(None, qemu_sample(), io_tune="junk")["ioTune"] == []
+    check(schema, stats(None, qemu_sample(), io_tune=entries[:1]))
+
+
 def test_devices_groups_keys_and_skips_nameless():
     """Bulk keys group by device name; entries without a name and odd keys are skipped."""
     sample = {"net.count": 2, "net.0.rx.bytes": 5, "net.1.name": "vnet1", "net.1.rx.bytes": 7,
