@@ -1,0 +1,279 @@
+"""The engine's seams: zope interfaces for its I/O (the store and the links to agents).
+
+Decision code (``engine/decide/``) never sees these: it takes snapshots and returns actions.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface  # noqa: F401
+
+# -- store (IStore) --------------------------------------------------------------------------
+
+
+class IStore(Interface):
+    """
+    The engine's inventory, audit log, jobs and accounts, in PostgreSQL.
+
+    Rows are the frozen dataclasses of ``engine.store.rows`` (``HostStatic``, ``HostDynamic``,
+    ``HostStatistics``, ``Host``, ``VmStatic``, ``VmDynamic``, ``VmStatistics``, ``Vm``,
+    ``Job``, ``User``, ``Session``) and of ``engine.store.auditlog`` (``NewAuditEvent``,
+    ``AuditEvent``). Every method returns a Deferred and runs as one transaction: a method that
+    fails has changed nothing. Failures are the typed errors of ``engine.store.errors``:
+    ``NotFound`` (unknown id or name), ``DuplicateName``, ``Conflict``, ``InvalidValue`` (a
+    value the schema refuses), ``StoreUnavailable`` (PostgreSQL unreachable, or the connection
+    died while committing, so the outcome is unknown). A connection lost to a PostgreSQL
+    restart is replaced transparently. Every timestamp written is the store clock's time.
+    """
+
+    def transaction(fn, *, idempotent=False):
+        """
+        Run several operations atomically.
+
+        :param fn: ``async def fn(tx)``; ``tx`` (``engine.store.transaction.StoreTransaction``)
+            has every method below as a coroutine on one transaction. ``fn`` may run twice if
+            the connection is lost before commit, so it must act only through ``tx``.
+        :param idempotent: retry even when the connection died while committing.
+        :returns: a Deferred firing with ``fn``'s result once committed; failing with what it
+            raised, after rolling back.
+        """
+
+    # Hosts: static (configuration), dynamic (runtime state), statistics.
+
+    def add_host(host, *, dynamic=None):
+        """
+        Define a host from a ``HostStatic`` (and a ``HostDynamic``, default ``Installing``).
+
+        :returns: a Deferred firing with the ``Host``; failing with ``DuplicateName``.
+        """
+
+    def get_host(host_id):
+        """:returns: a Deferred firing with the ``Host``; failing with ``NotFound``."""
+
+    def get_host_by_name(name):
+        """:returns: a Deferred firing with the ``Host``; failing with ``NotFound``."""
+
+    def list_hosts():
+        """:returns: a Deferred firing with every ``Host``, by name."""
+
+    def update_host(host_id, **changes):
+        """
+        Change any of ``name``, ``address``, ``port``, ``token``.
+
+        :returns: a Deferred firing with the ``Host``; failing with ``NotFound``,
+            ``DuplicateName``, or ``TypeError`` for a field that cannot change.
+        """
+
+    def remove_host(host_id):
+        """
+        Remove a host and its dynamic and statistics rows; VMs pinned to it are unpinned.
+
+        :returns: a Deferred firing with None; failing with ``NotFound``, or ``Conflict``
+            while a VM's ``run_on_host`` or ``migrating_to_host`` is this host.
+        """
+
+    def update_host_dynamic(host_id, **changes):
+        """
+        Change any ``HostDynamic`` field but ``host_id`` (``status``, ``status_reason``,
+        ``last_seen``, ``capabilities``, ``cpu_count``, ``mem_total_mib``).
+
+        :returns: a Deferred firing with the ``Host``; failing with ``NotFound``.
+        """
+
+    def record_host_statistics(sample):
+        """
+        Store a ``HostStatistics`` as the host's latest and append it to the history (older
+        than the retention is dropped).
+
+        :returns: a Deferred firing with None; failing with ``NotFound``.
+        """
+
+    def host_statistics_history(host_id, *, since=None, limit=1000):
+        """:returns: a Deferred firing with the latest ``HostStatistics`` samples, oldest
+        first."""
+
+    # VMs: static (definition), dynamic (runtime state), statistics.
+
+    def add_vm(vm, *, dynamic=None):
+        """
+        Define a VM from a ``VmStatic`` (and a ``VmDynamic``, default ``Down``; an external VM
+        passes its observed state).
+
+        :returns: a Deferred firing with the ``Vm``; failing with ``DuplicateName``,
+            ``NotFound`` (pinned or running host), ``InvalidValue``.
+        """
+
+    def get_vm(vm_id):
+        """:returns: a Deferred firing with the ``Vm``; failing with ``NotFound``."""
+
+    def get_vm_by_name(name):
+        """:returns: a Deferred firing with the ``Vm``; failing with ``NotFound``."""
+
+    def list_vms(*, host_id=None):
+        """:returns: a Deferred firing with every ``Vm`` by name, or those running on or
+        migrating to ``host_id``."""
+
+    def update_vm(vm_id, **changes):
+        """
+        Change any ``VmStatic`` field but ``id``, ``created``, ``updated``.
+
+        :returns: a Deferred firing with the ``Vm``; failing with ``NotFound``,
+            ``DuplicateName``, ``InvalidValue``, or ``TypeError``.
+        """
+
+    def remove_vm(vm_id):
+        """:returns: a Deferred firing with None; failing with ``NotFound``."""
+
+    def set_vm_dynamic(dynamic, *, force=False):
+        """
+        Replace a VM's ``VmDynamic``, in ``notify_time`` order: with ``last_notify_time`` set,
+        the write is refused if the stored one is newer; without it, it applies and keeps the
+        stored one. ``force`` writes unconditionally, ``last_notify_time`` included (use it
+        when the VM changes host: notify clocks are per host).
+
+        :returns: a Deferred firing with True if written, False if refused as stale; failing
+            with ``NotFound``.
+        """
+
+    def record_vm_statistics(samples):
+        """
+        Store a sequence of ``VmStatistics`` (e.g. one ``Host.getAllVmStats``) as each VM's
+        latest and append them to the history; unknown VMs are skipped.
+
+        :returns: a Deferred firing with the number recorded.
+        """
+
+    def vm_statistics_history(vm_id, *, since=None, limit=1000):
+        """:returns: a Deferred firing with the latest ``VmStatistics`` samples, oldest
+        first."""
+
+    # The audit log.
+
+    def add_event(event):
+        """
+        Record a ``NewAuditEvent`` (build one with ``engine.store.auditlog.audit_event``).
+
+        :returns: a Deferred firing with the ``AuditEvent`` (with ``id`` and ``time``).
+        """
+
+    def list_events(*, since_id=None, before_id=None, min_severity=None, host_id=None,
+                    vm_id=None, job_id=None, event_type=None, limit=100):
+        """:returns: a Deferred firing with the newest matching ``AuditEvent`` list, newest
+        first (``since_id``/``before_id`` exclusive; ``min_severity`` a ``Severity``)."""
+
+    def purge_events(older_than):
+        """:returns: a Deferred firing with the number of events older than that deleted."""
+
+    # Jobs.
+
+    def create_job(action, *, target_kind, target_id=None, idempotency_key=None, job_id=None):
+        """
+        Create a ``pending`` job; with an ``idempotency_key`` already used, find that job.
+
+        :returns: a Deferred firing with ``(Job, created)``; failing with ``Conflict`` when the
+            key belongs to a job for another action or target.
+        """
+
+    def get_job(job_id):
+        """:returns: a Deferred firing with the ``Job``; failing with ``NotFound``."""
+
+    def list_jobs(*, status=None, target_id=None, limit=100):
+        """:returns: a Deferred firing with the newest matching ``Job`` list, newest first."""
+
+    def update_job(job_id, **changes):
+        """
+        Change any of ``status`` (a ``JobStatus``), ``progress`` (0..100), ``result`` (any
+        JSON value), ``error``.
+
+        :returns: a Deferred firing with the ``Job``; failing with ``NotFound``, or
+            ``Conflict`` once the job has succeeded or failed.
+        """
+
+    # Users and sessions.
+
+    def create_user(name, password):
+        """
+        Create an account; the password is stored as a salted scrypt hash.
+
+        :returns: a Deferred firing with the ``User``; failing with ``DuplicateName``.
+        """
+
+    def verify_password(name, password):
+        """:returns: a Deferred firing with the ``User``, or None for a wrong password or an
+        unknown name alike."""
+
+    def set_password(name, password):
+        """:returns: a Deferred firing with None; failing with ``NotFound``."""
+
+    def create_session(user_name, *, ttl):
+        """
+        Open a session lasting ``ttl`` seconds.
+
+        :returns: a Deferred firing with ``(token, Session)``; only a hash of the token is
+            stored. Failing with ``NotFound`` for an unknown user.
+        """
+
+    def lookup_session(token):
+        """:returns: a Deferred firing with the ``Session``, or None if unknown or expired."""
+
+    def expire_session(token):
+        """:returns: a Deferred firing with None once the session is ended (unknown is fine)."""
+
+    def purge_sessions():
+        """:returns: a Deferred firing with the number of expired sessions deleted."""
+
+# -- host link (IHostLink) -------------------------------------------------------------------
+
+from twisted.application.service import IService  # noqa: E402 - kept within this section
+
+
+class IHostLink(IService):
+    """
+    The engine's link to one host's agent: one JSON-RPC connection kept up for as long as the
+    service runs, reconnecting with backoff, subscribed to all of the agent's events.
+
+    An implementation takes a *listener* in its constructor: a callable given one
+    ``engine.hostlink.LinkEvent`` per thing that happens, in order, each from its own reactor
+    turn (never re-entrantly from inside a call to the link, so the listener may call or stop
+    the link). The kinds (``LinkEventKind``): ``connected`` (with the capabilities),
+    ``connect_failed`` (an attempt failed: reason, attempt number, seconds until the next),
+    ``link_lost``, ``heartbeat_missed`` (with the number missed in a row), ``heartbeat_ok``
+    (answered again after misses), ``event`` (an agent event: ``event_id``, ``params``). The
+    first five are also ``engine.decide.hoststate.HostEvent`` names, ready for the host state
+    machine (``LinkEvent.host_event``).
+
+    ``startService`` starts connecting; ``stopService`` returns a Deferred that fires once the
+    connection is closed and nothing is scheduled; no event is reported after it is called.
+    """
+
+    url = Attribute("The agent's WebSocket URL, e.g. ``ws://127.0.0.1:54321/jsonrpc``.")
+    connected = Attribute(
+        "True while the link is usable: WebSocket open, events subscribed, capabilities read."
+    )
+    capabilities = Attribute(
+        "The agent's ``Host.getCapabilities`` result from the latest connection, or None."
+    )
+
+    def call(method, params=None, timeout=None):
+        """
+        Call a verb on the agent.
+
+        :param method: the verb, e.g. ``"Host.getAllVmStats"``.
+        :param params: a dict (named) or a list (positional); None sends ``{}``.
+        :param timeout: seconds to wait for the answer; None uses the link's default.
+        :returns: a Deferred firing with the result. It fails with
+            ``vdsmlike.client.RemoteError`` when the agent answers with an error,
+            ``engine.hostlink.LinkDown`` at once when the link is not connected and when the
+            connection is lost before the answer, ``engine.hostlink.CallTimeout`` when no answer
+            comes in time (a late answer is then dropped; the agent may still have acted).
+        """
+
+    def when_connected(fail_after_failures=None):
+        """
+        Wait for the link to be connected.
+
+        :param fail_after_failures: fail after this many connection attempts fail in a row;
+            None waits for as long as the link runs.
+        :returns: a Deferred firing with the capabilities (at once if connected); it fails with
+            ``engine.hostlink.LinkDown`` (carrying the last attempt's reason) after that many
+            failures, or when the link is stopped.
+        """
