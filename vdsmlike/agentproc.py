@@ -17,6 +17,7 @@ class AgentProcess:
     One agent daemon in a child process, configured through an INI file in ``workdir``.
 
     :param settings: ``[vars]`` settings (e.g. ``vm_sample_interval=1.0``).
+    :param mom: ``[mom]`` settings (e.g. ``{"policy_interval": 1}``).
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class AgentProcess:
         libvirt_uri: str,
         token: str | None = None,
         validate_results: bool = False,
+        mom: dict | None = None,
         **settings,
     ):
         self.workdir = workdir
@@ -34,6 +36,7 @@ class AgentProcess:
         self.token = token
         self.settings = settings
         self.validate_results = validate_results
+        self.mom = mom or {}
         self.log_path = os.path.join(workdir, "agent.log")
         self._proc: subprocess.Popen | None = None
 
@@ -48,6 +51,8 @@ class AgentProcess:
         lines += ["[rpc]", f"validate_results = {str(self.validate_results).lower()}"]
         if self.token:
             lines += ["[auth]", f"token = {self.token}"]
+        if self.mom:
+            lines += ["[mom]"] + [f"{k} = {v}" for k, v in self.mom.items()]
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         return path

@@ -29,6 +29,15 @@ The INI file (``--config``, e.g. ``contrib/agent.conf.example``)::
     plugins =                     ; stevedore plugin names (vdsmlike.hooks), in order
     disabled_plugins =            ; names to leave out
     order = plugins-first         ; or scripts-first: who runs first at each hook point
+
+    [mom]
+    enabled = true                ; the embedded MOM policy thread
+    policy_interval = 15          ; seconds between policy cycles (VDSM's deployment: 15)
+    host_interval = 15            ; seconds between host samples
+    guest_interval = 15           ; seconds between guest samples
+    sample_history = 10           ; samples kept per host and guest
+    policy_dir = <packaged set>   ; *.policy files evaluated in name order
+    controllers = Balloon, KSM, CpuTune, IoTune
 """
 
 from __future__ import annotations
@@ -70,6 +79,13 @@ class AgentConfig:
     hook_plugins: str = ""
     hook_disabled_plugins: str = ""
     hook_order: str = "plugins-first"
+    mom_enabled: bool = True
+    mom_policy_interval: float = 15.0
+    mom_host_interval: float = 15.0
+    mom_guest_interval: float = 15.0
+    mom_sample_history: int = 10
+    mom_policy_dir: str = ""
+    mom_controllers: str = "Balloon, KSM, CpuTune, IoTune"
 
     @property
     def runtime_dir(self) -> str:
@@ -138,6 +154,13 @@ _INI_KEYS = {
     ("hooks", "plugins"): "hook_plugins",
     ("hooks", "disabled_plugins"): "hook_disabled_plugins",
     ("hooks", "order"): "hook_order",
+    ("mom", "enabled"): "mom_enabled",
+    ("mom", "policy_interval"): "mom_policy_interval",
+    ("mom", "host_interval"): "mom_host_interval",
+    ("mom", "guest_interval"): "mom_guest_interval",
+    ("mom", "sample_history"): "mom_sample_history",
+    ("mom", "policy_dir"): "mom_policy_dir",
+    ("mom", "controllers"): "mom_controllers",
 }
 
 
@@ -268,4 +291,26 @@ def finish(config: AgentConfig) -> AgentConfig:
         raise ConfigError("[hooks] timeout must be a positive number of seconds")
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
+    _check_mom(config)
     return config
+
+
+def _check_mom(config: AgentConfig) -> None:
+    from mom.controllers import CONTROLLERS
+
+    for name in ("policy", "host", "guest"):
+        if getattr(config, f"mom_{name}_interval") <= 0:
+            raise ConfigError(f"[mom] {name}_interval must be a positive number of seconds")
+    if config.mom_sample_history < 1:
+        raise ConfigError("[mom] sample_history must be at least 1")
+    unknown = [n for n in mom_controller_names(config) if n not in CONTROLLERS]
+    if unknown:
+        known = ", ".join(CONTROLLERS)
+        raise ConfigError(f"[mom] controllers: unknown {', '.join(unknown)}; known: {known}")
+    if config.mom_policy_dir and not os.path.isdir(config.mom_policy_dir):
+        raise ConfigError(f"[mom] policy_dir {config.mom_policy_dir!r} is not a directory")
+
+
+def mom_controller_names(config: AgentConfig) -> tuple[str, ...]:
+    """:returns: the configured MOM controllers, in order."""
+    return tuple(n.strip() for n in config.mom_controllers.split(",") if n.strip())

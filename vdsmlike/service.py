@@ -14,20 +14,24 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
 from hooks.plugins import load_plugins
 from hooks.runner import HookRunner
 from hooks.scripts import ScriptHookRunner
+from mom.service import DEFAULT_POLICY_DIR, MomConfig, MomService, PolicyEngine
 
 from .api.host import HostApi
+from .api.mom import MomApi
 from .api.schema import Schema
 from .api.verbs import collect
 from .api.vm import VmApi
-from .config import AgentConfig
+from .config import AgentConfig, mom_controller_names
 from .host.ksm import KsmSysfs
 from .host.monitor import HostMonitor
 from .interfaces import IBlockingRunner, IHookRunner, IHypervisor
+from .momlink import AgentMomLink
 from .rpc.dispatcher import Dispatcher
 from .rpc.events import EventBus
 from .rpc.websocket import AgentServerFactory, listen_description
@@ -237,10 +241,19 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         disk_paths=("/tmp", "/var/log", config.state_dir),
         libvirt_uri=config.libvirt_uri,
     )
+    mom = make_mom(config, reactor, AgentMomLink(container, vm_monitor, tuning))
     schema = Schema.load(strict=config.strict)
     handlers = collect(
-        HostApi(container, vm_monitor, host_monitor, hooks=hooks, tuning=tuning),
+        HostApi(
+            container,
+            vm_monitor,
+            host_monitor,
+            hooks=hooks,
+            tuning=tuning,
+            mom=None if mom is None else mom.status,
+        ),
         VmApi(container, vm_monitor, hooks=hooks, tuning=tuning),
+        MomApi(None if mom is None else mom.engine.store),
     )
     dispatcher = Dispatcher(
         handlers,
@@ -268,8 +281,27 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
         hooks=hooks,
     )
     top.core.setServiceParent(top)
+    if mom is not None:
+        mom.setServiceParent(top)
     top.listener = ListenerService(reactor, config, factory)
     top.listener.setServiceParent(top)
     top.bus, top.container, top.schema, top.hooks = bus, container, schema, hooks
-    top.hypervisor, top.tuning = hypervisor, tuning
+    top.hypervisor, top.tuning, top.mom = hypervisor, tuning, mom
     return top
+
+
+def make_mom(config: AgentConfig, reactor: Any, agent: AgentMomLink) -> MomService | None:
+    """:returns: the embedded MOM policy thread's service, or ``None`` when MOM is disabled."""
+    if not config.mom_enabled:
+        return None
+    mom_config = MomConfig(
+        policy_interval=config.mom_policy_interval,
+        host_interval=config.mom_host_interval,
+        guest_interval=config.mom_guest_interval,
+        history=config.mom_sample_history,
+        policy_dir=config.mom_policy_dir or DEFAULT_POLICY_DIR,
+        controllers=mom_controller_names(config),
+        ksm_root=config.ksm_dir,
+    )
+    engine = PolicyEngine(agent, lambda f: blockingCallFromThread(reactor, f), mom_config)
+    return MomService(engine, mom_config)

@@ -149,6 +149,12 @@ class IoTuneError(VdsmError):
     code, message = 64, "Failed to update ioTune values"
 
 
+class MomPolicyError(VdsmError):
+    """VDSM's ``momErr``: the MOM policy (or its parameters) was refused or MOM is off."""
+
+    code, message = 54, "Failed to set mom policy"
+
+
 class KsmTuneError(VdsmError):
     """VDSM's ``KSMUpdateFailed``: a KSM knob or value refused, or the sysfs write failed."""
 

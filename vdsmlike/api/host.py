@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hooks.runner import NullHookRunner
@@ -27,12 +28,15 @@ class HostApi:
         *,
         hooks: Any = None,
         tuning: VmTuning | None = None,
+        mom: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """:param mom: the embedded MOM's status for ``Host.getStats``; ``None``: disabled."""
         self._vms = container
         self._monitor = monitor
         self._host = host
         self._hooks = hooks if hooks is not None else NullHookRunner()
         self._tuning = tuning
+        self._mom = mom
 
     @verb("Host.ping2")
     def ping2(self) -> bool:
@@ -59,7 +63,9 @@ class HostApi:
     async def get_stats(self) -> dict[str, Any]:
         """Host statistics from the last two samples."""
         return await around_hooks(
-            self._hooks, "get_stats", lambda: self._host.stats(self._vms.vms())
+            self._hooks,
+            "get_stats",
+            lambda: self._host.stats(self._vms.vms(), mom=self._mom() if self._mom else None),
         )
 
     @verb("Host.getVMList")

@@ -36,6 +36,7 @@ EXPECTED_VERBS = {
     "VM.hotunplugNic",
     "VM.setCpuTuneQuota", "VM.setCpuTunePeriod", "VM.setIoTune", "VM.getIoTune",
     "VM.getIoTunePolicy", "Host.getAllVmIoTunePolicies", "Host.setKsmTune",
+    "Host.setMOMPolicy", "Host.setMOMPolicyParameters",
 }  # fmt: skip
 
 

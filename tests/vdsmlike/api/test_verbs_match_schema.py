@@ -1,6 +1,7 @@
 """Every schema verb has a handler and every handler a schema entry."""
 
 from vdsmlike.api.host import HostApi
+from vdsmlike.api.mom import MomApi
 from vdsmlike.api.schema import Schema
 from vdsmlike.api.verbs import collect
 from vdsmlike.api.vm import VmApi
@@ -9,7 +10,9 @@ CONNECTION_VERBS = {"Host.subscribe", "Host.unsubscribe"}  # served by the RPC l
 
 
 def implemented_verbs() -> set[str]:
-    return set(collect(HostApi(None, None, None), VmApi(None, None))) | CONNECTION_VERBS
+    return (
+        set(collect(HostApi(None, None, None), VmApi(None, None), MomApi(None))) | CONNECTION_VERBS
+    )
 
 
 def test_every_schema_verb_is_implemented():
@@ -29,7 +32,7 @@ def test_handler_parameters_match_schema_parameters():
     import inspect
 
     schema = Schema.load()
-    handlers = collect(HostApi(None, None, None), VmApi(None, None))
+    handlers = collect(HostApi(None, None, None), VmApi(None, None), MomApi(None))
     for name, handler in handlers.items():
         declared = [p["name"] for p in schema.describe(name)["params"]]
         accepted = list(inspect.signature(handler).parameters)
