@@ -12,6 +12,10 @@ import sys
 BENCHES = {
     "bench.bench_rpc": {"quick": ["--seconds", "1"], "full": ["--seconds", "3"]},
     "bench.bench_hooks": {"quick": ["--seconds", "0.5"], "full": []},
+    "bench.bench_mom": {
+        "quick": ["--guests", "10,100", "--cycles", "3", "--forms", "5000"],
+        "full": [],
+    },
     "bench.bench_vm": {
         "quick": ["--cycles", "50", "--vms", "300", "--calls", "5", "--guest-runs", "1"],
         "full": [],

@@ -286,7 +286,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     top.listener = ListenerService(reactor, config, factory)
     top.listener.setServiceParent(top)
     top.bus, top.container, top.schema, top.hooks = bus, container, schema, hooks
-    top.hypervisor, top.tuning, top.mom = hypervisor, tuning, mom
+    top.hypervisor, top.tuning, top.mom, top.vm_monitor = hypervisor, tuning, mom, vm_monitor
     return top
 
 
