@@ -12,10 +12,13 @@ the data file::
     {"host": {"properties": {...}, "stats": [{...}, ...]},
      "guests": [{"properties": {"uuid": "...", "name": "vm1"}, "stats": {...}}]}
 
-``stats`` is a list of rows, oldest first, or one row; an optional ``fields`` list declares the
-statistic names (by default, every name in any row). The output is the controls each entity
-ends up with, as JSON. With ``--repl`` the files (if any) are evaluated first, then forms are
-read from standard input and each result is printed, like MOM's ``Parser.py`` REPL.
+``stats`` is a list of rows, oldest first, or one row; an optional ``fields`` list declares more
+statistic names. Every name in any row is declared, and so is every field the embedded MOM
+collects (host memory, KSM and CPU; guest memory, balloon and CPU/IO tune), so a field missing
+from the data reads ``None``, as a field that was not collected does in the agent. The output
+is the controls each entity ends up with, as JSON. With ``--repl`` the files (if any) are
+evaluated first, then forms are read from standard input and each result is printed, like
+MOM's ``Parser.py`` REPL.
 
 A policy error prints its ``PolicyError`` message on standard error and exits with status 1.
 """
@@ -28,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from .collectors import guest as guest_collector
+from .collectors.host import KSM_FILES, HostCpu, HostMemory
 from .entity import Entity
 from .errors import PolicyError
 from .evaluator import Evaluator
@@ -100,6 +105,16 @@ def _read_policies(paths: Sequence[str]) -> str | None:
     return concatenate(named)
 
 
+#: What the embedded MOM collects (see ``mom.collectors``): declared for every entity.
+HOST_FIELDS = (
+    HostMemory.fields
+    | HostCpu.fields
+    | {f"ksm_{name}" for name in KSM_FILES}
+    | {"ksm_shareable", "ksmd_cpu_usage"}
+)
+GUEST_FIELDS = guest_collector.GUEST_FIELDS | guest_collector.GUEST_OPTIONAL
+
+
 def _load_data(path: str | None) -> tuple[Entity, list[Entity]]:
     """Build the host and guest entities from a data file.
 
@@ -120,12 +135,12 @@ def _load_data(path: str | None) -> tuple[Entity, list[Entity]]:
     if not isinstance(guests, list):
         raise ValueError("data: 'guests' must be a list")
     return (
-        _entity(data.get("host", {}), "host"),
-        [_entity(guest, f"guests[{index}]") for index, guest in enumerate(guests)],
+        _entity(data.get("host", {}), "host", HOST_FIELDS),
+        [_entity(guest, f"guests[{index}]", GUEST_FIELDS) for index, guest in enumerate(guests)],
     )
 
 
-def _entity(spec: Any, where: str) -> Entity:
+def _entity(spec: Any, where: str, collected: frozenset[str]) -> Entity:
     """:returns: an Entity from ``{"properties", "stats", "fields"}``; :raises ValueError:."""
     if not isinstance(spec, dict):
         raise ValueError(f"data: {where} must be an object")
@@ -142,7 +157,8 @@ def _entity(spec: Any, where: str) -> Entity:
         isinstance(fields, list) and all(isinstance(name, str) for name in fields)
     ):
         raise ValueError(f"data: {where}.fields must be a list of names")
-    return Entity(properties, stats, fields)
+    declared = {name for row in stats for name in row} | set(fields or ()) | collected
+    return Entity(properties, stats, declared)
 
 
 def controls(host: Entity, guests: Sequence[Entity]) -> dict[str, Any]:
