@@ -277,3 +277,96 @@ class IHostLink(IService):
             ``engine.hostlink.LinkDown`` (carrying the last attempt's reason) after that many
             failures, or when the link is stopped.
         """
+
+
+# -- the engine's operations (IEngine) -------------------------------------------------------
+
+
+class IEngine(Interface):
+    """
+    What the engine does, as the admin API and the web console call it.
+
+    Results are the store's rows (``engine.store.rows``: ``Host``, ``Vm``, ``Job``;
+    ``engine.store.auditlog.AuditEvent``); the API layer turns them into wire shapes. Every
+    method returns a Deferred. Failures are typed: the store's ``NotFound``,
+    ``DuplicateName``, ``Conflict``, ``InvalidValue``, and ``engine.errors.ActionRefused``
+    (with a reason and, for a refused start, the scheduler's per-host explanation). Actions
+    on VMs and hosts are jobs: they return the persisted ``Job`` at once (the same job again
+    for a repeated ``idempotency_key``) and progress is published as events.
+    """
+
+    def add_host(name, address, *, port=54321, token=""):
+        """Register a host and start connecting to its agent; fires with the ``Host``."""
+
+    def list_hosts():
+        """Fires with every ``Host``, by name."""
+
+    def get_host(host_id):
+        """Fires with the ``Host``."""
+
+    def remove_host(host_id):
+        """Forget a host (refused with ``Conflict`` while VMs run there); fires with None."""
+
+    def maintenance(host_id, *, idempotency_key=None):
+        """Move the host's VMs away and put it into Maintenance; fires with the ``Job``."""
+
+    def activate(host_id, *, idempotency_key=None):
+        """Bring a host out of Maintenance; fires with the ``Job``."""
+
+    def add_vm(spec):
+        """
+        Define a VM.
+
+        :param spec: ``name``, ``memory_mib``, ``vcpus``, and optionally ``kernel``, ``initrd``,
+            ``cmdline``, ``disks``, ``nics``, ``custom``, ``ha``, ``ha_priority``,
+            ``pinned_host`` (an id).
+        :returns: a Deferred firing with the ``Vm``.
+        """
+
+    def list_vms(*, host_id=None):
+        """Fires with every ``Vm`` (or those on one host), by name."""
+
+    def get_vm(vm_id):
+        """Fires with the ``Vm``."""
+
+    def update_vm(vm_id, changes):
+        """Change a VM's definition (takes effect at its next start); fires with the ``Vm``."""
+
+    def remove_vm(vm_id):
+        """Forget a Down VM (``Conflict`` while it runs); fires with None."""
+
+    def start_vm(vm_id, *, host_id=None, idempotency_key=None):
+        """Schedule (or use ``host_id``) and start; fires with the ``Job``."""
+
+    def stop_vm(vm_id, *, idempotency_key=None):
+        """Power off; fires with the ``Job``."""
+
+    def shutdown_vm(vm_id, *, idempotency_key=None):
+        """Ask the guest to shut down; fires with the ``Job``."""
+
+    def pause_vm(vm_id, *, idempotency_key=None):
+        """Fires with the ``Job``."""
+
+    def resume_vm(vm_id, *, idempotency_key=None):
+        """Fires with the ``Job``."""
+
+    def migrate_vm(vm_id, *, host_id=None, idempotency_key=None):
+        """Live-migrate to ``host_id`` or the scheduler's pick; fires with the ``Job``."""
+
+    def list_events(**filters):
+        """The audit log, newest first (the store's ``list_events`` filters)."""
+
+    def list_jobs(**filters):
+        """Jobs, newest first."""
+
+    def get_job(job_id):
+        """Fires with the ``Job``."""
+
+    def subscribe(listener):
+        """
+        Receive live changes: ``listener(kind, payload)`` with ``kind`` one of ``"event"``
+        (an ``AuditEvent``), ``"host"`` (a ``Host``), ``"vm"`` (a ``Vm``), ``"job"`` (a
+        ``Job``), called on the reactor thread after the change is committed.
+
+        :returns: a function that unsubscribes.
+        """
