@@ -134,13 +134,16 @@ class AgentClient:
         """Call ``callback(event_id, params)`` for every event the agent sends."""
         self._event_callbacks.append(callback)
 
-    def subscribe(self, patterns: Iterable[str]) -> Deferred[dict[str, list[str]]]:
+    def subscribe(
+        self, patterns: Iterable[str], *, verb: str = "Host.subscribe"
+    ) -> Deferred[dict[str, list[str]]]:
         """
         Ask for events whose ids match shell-style ``patterns`` (``*`` = all).
 
+        :param verb: the agent's ``Host.subscribe``, or the engine's ``Engine.subscribe``.
         :returns: a Deferred firing with ``{"patterns": [...]}``, as `call` fails.
         """
-        return self.call("Host.subscribe", {"patterns": list(patterns)})
+        return self.call(verb, {"patterns": list(patterns)})
 
     def close(self) -> Deferred[None]:
         """
@@ -324,7 +327,8 @@ def call_sync(
                 break
         _send_frame(sock, _CLOSE, struct.pack("!H", 1000))
     if isinstance(reply.get("error"), dict):
-        raise RemoteError(reply["error"].get("code"), reply["error"].get("message"))
+        error = reply["error"]
+        raise RemoteError(error.get("code"), error.get("message"), error.get("data"))
     return reply.get("result")
 
 

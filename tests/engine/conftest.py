@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
+from engine_harness import engine_agents, engine_run  # noqa: F401 - fixtures
 from pg_harness import (
     PgHarness,
     as_deferred,

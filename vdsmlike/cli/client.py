@@ -1,11 +1,20 @@
-"""``vdsmlike-client``: call one agent verb or watch events from the command line, like vdsm-client.
+"""``vdsmlike-client``: call one verb or watch events from the command line, like vdsm-client.
 
     vdsmlike-client [--url URL] [--token T] [--timeout S] Namespace.verb [key=value ...]
     vdsmlike-client --events [PATTERN ...]
 
+The same command talks to the engine's admin API (``ws://HOST:8080/api``): ``--user`` logs in
+first (``Auth.login``, the password read from ``--password-file``, else ``$VDSMLIKE_PASSWORD``,
+else asked on the terminal), or ``--token`` gives an earlier session's token::
+
+    vdsmlike-client --url ws://127.0.0.1:8080/api --user admin --password-file F Hosts.list
+
+With an engine URL (its path ends in ``/api``) or ``--user``, ``--events`` subscribes with
+``Engine.subscribe``; otherwise with the agent's ``Host.subscribe``.
+
 A value is parsed as JSON when it is valid JSON (``memSize=1024``, ``flags=[1,2]``), else taken as
-a string (``vmID=3f0c...``). Exit status: 0 success, 1 the agent answered with an error, 2 usage
-error or no connection.
+a string (``vmID=3f0c...``). Exit status: 0 success, 1 the server answered with an error (a failed
+login included), 2 usage error or no connection.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "ws://127.0.0.1:54321/jsonrpc"
 DEFAULT_STATE_DIR = "/var/lib/vdsmlike"
@@ -60,6 +70,32 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def read_password(path: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """
+    The password for ``--user``: the first line of ``path`` (without its line break), else
+    ``$VDSMLIKE_PASSWORD``, else asked on the terminal.
+
+    :raises OSError: if the file cannot be read.
+    :raises ValueError: if there is no file, no variable and no terminal to ask on.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if path is not None:
+        with open(path, encoding="utf-8") as stream:
+            return stream.readline().rstrip("\r\n")
+    if "VDSMLIKE_PASSWORD" in env:
+        return env["VDSMLIKE_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise ValueError("give --password-file or $VDSMLIKE_PASSWORD")
+    import getpass
+
+    return getpass.getpass("Password: ")
+
+
+def is_engine(url: str, user: str | None) -> bool:
+    """:returns: whether the server is the engine's admin API (``--user``, or a ``/api`` path)."""
+    return user is not None or urlsplit(url).path.rstrip("/").endswith("/api")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """:returns: the argument parser (argparse exits with status 2 on usage errors)."""
     parser = argparse.ArgumentParser(
@@ -70,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         default=os.environ.get("VDSMLIKE_TOKEN"),
         help="auth token (default: $VDSMLIKE_TOKEN)",
+    )
+    parser.add_argument("--user", default=None, help="engine only: log in as this user first")
+    parser.add_argument(
+        "--password-file",
+        default=None,
+        help="with --user: a file whose first line is the password (default: $VDSMLIKE_PASSWORD,"
+        " else asked)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument(
@@ -98,6 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         parser.error(str(e))
     args.url = args.url or default_url()
+    args.password = None
+    if args.user is not None:
+        try:
+            args.password = read_password(args.password_file)
+        except (OSError, ValueError) as e:
+            parser.error(f"cannot read the password: {e}")
 
     from twisted.internet import task
 
@@ -114,16 +163,22 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
     except Exception as e:
         _fail(f"cannot connect to {args.url}: {describe_error(e)}", EXIT_USAGE)
     try:
+        if args.user is not None:
+            await client.call(
+                "Auth.login", {"user": args.user, "password": args.password}, timeout=args.timeout
+            )
         if args.events is not None:
             interrupted: list[bool] = []
             reactor.addSystemEventTrigger("before", "shutdown", interrupted.append, True)
-            await _watch(client, args.events or ["*"])
+            verb = "Engine.subscribe" if is_engine(args.url, args.user) else "Host.subscribe"
+            await _watch(client, args.events or ["*"], verb)
             if interrupted:  # Ctrl-C: the reactor stops and closes the connection
                 return
             _fail("connection lost", EXIT_USAGE)
         result = await client.call(args.verb, args.params, timeout=args.timeout)
     except RemoteError as e:
-        _fail(describe_error(e), EXIT_REMOTE_ERROR)
+        detail = "" if e.data is None else "\n" + json.dumps(e.data, indent=4, sort_keys=True)
+        _fail(describe_error(e) + detail, EXIT_REMOTE_ERROR)
     except CancelledError:
         raise
     except Exception as e:
@@ -132,15 +187,15 @@ async def _run(reactor: Any, args: argparse.Namespace) -> None:
     await client.close()
 
 
-async def _watch(client: Any, patterns: list[str]) -> None:
-    """Subscribe and print events as JSON lines; returns when the connection is lost."""
+async def _watch(client: Any, patterns: list[str], verb: str) -> None:
+    """Subscribe with ``verb`` and print events as JSON lines until the connection is lost."""
 
     def show(event_id: str, params: Any) -> None:
         sys.stdout.write(json.dumps({"event": event_id, "params": params}) + "\n")
         sys.stdout.flush()
 
     client.on_event(show)
-    await client.subscribe(patterns)
+    await client.subscribe(patterns, verb=verb)
     await client.when_closed()
 
 

@@ -1,0 +1,261 @@
+"""Pure: the engine's configuration, from an INI file and command-line flags (flags win).
+
+The INI file (``--config``)::
+
+    [engine]
+    listen = 127.0.0.1:8080       ; HOST:PORT for the admin API and console; port 0: a free one
+    state_dir = /var/lib/vdsmlike-engine
+    db =                          ; a libpq DSN; empty: a private PostgreSQL in <state_dir>
+    database = vdsmlike           ; the database's name in the private cluster
+    pool_size = 5                 ; database connections
+    log_level = info
+
+    [monitoring]                  ; seconds unless said otherwise
+    host_stats_interval = 5       ; Host.getStats per host (oVirt: 15)
+    vm_stats_interval = 5         ; Host.getAllVmStats per host (oVirt: 3, without events)
+    heartbeat_interval = 2        ; Host.ping2 (oVirt's heartbeat: 30)
+    heartbeat_timeout = 2
+    misses_to_suspect = 2         ; missed heartbeats that make an Up host Connecting
+    grace_period = 15             ; Connecting -> NonResponsive (oVirt: 60 and more)
+    install_timeout = 30          ; a new host that never connects -> NonResponsive
+    connect_timeout = 10
+    call_timeout = 60
+    reconnect_max_delay = 10      ; backoff ceiling between connection attempts
+
+    [scheduling]
+    policy = none                 ; none, evenly_distributed, power_saving, vm_evenly_distributed
+    memory_over_commit = 100      ; percent
+
+    [policy_parameters]           ; oVirt's names, e.g. HighUtilization = 80
+
+    [vms]                         ; seconds an action waits for the VM to reach its state
+    start_timeout = 120
+    stop_timeout = 60
+    shutdown_timeout = 120
+    pause_timeout = 30
+    migrate_timeout = 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+from dataclasses import dataclass, fields, replace
+
+from .decide.hoststate import HostTiming
+from .decide.policies import Policy, PolicyError, make_policy
+
+DEFAULT_STATE_DIR = "/var/lib/vdsmlike-engine"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine is configured with (see the module docstring for each)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    state_dir: str = DEFAULT_STATE_DIR
+    db: str | None = None
+    database: str = "vdsmlike"
+    pool_size: int = 5
+    log_level: str = "info"
+    host_stats_interval: float = 5.0
+    vm_stats_interval: float = 5.0
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 2.0
+    misses_to_suspect: int = 2
+    grace_period: float = 15.0
+    install_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    call_timeout: float = 60.0
+    reconnect_initial_delay: float = 0.5
+    reconnect_max_delay: float = 10.0
+    auto_ping_interval: float = 10.0
+    policy: str = "none"
+    memory_over_commit: int = 100
+    policy_parameters: tuple[tuple[str, str], ...] = ()
+    start_timeout: float = 120.0
+    stop_timeout: float = 60.0
+    shutdown_timeout: float = 120.0
+    pause_timeout: float = 30.0
+    migrate_timeout: float = 300.0
+
+    @property
+    def timing(self) -> HostTiming:
+        """The hosts' liveness budget for the host state machine."""
+        return HostTiming(
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout,
+            misses_to_suspect=self.misses_to_suspect,
+            grace_period=self.grace_period,
+            install_timeout=self.install_timeout,
+        )
+
+    def scheduling_policy(self) -> Policy:
+        """The cluster policy. :raises PolicyError: for a bad name or parameter."""
+        return make_policy(
+            self.policy,
+            dict(self.policy_parameters),
+            memory_over_commit_percent=self.memory_over_commit,
+        )
+
+    @property
+    def url_file(self) -> str:
+        """Where the engine writes its URL once listening."""
+        return os.path.join(self.state_dir, "engine.url")
+
+    @property
+    def password_file(self) -> str:
+        """Where the first start writes the admin password (mode 0600)."""
+        return os.path.join(self.state_dir, "admin-password")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """
+    Split ``HOST:PORT`` (``[v6addr]:PORT`` for IPv6).
+
+    :raises ConfigError: for anything else or a port outside 0-65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"listen must be HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"listen port must be a number, got {port!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"listen port must be 0-65535, got {number}")
+    return host, number
+
+
+_INI_KEYS = {
+    ("engine", "state_dir"): "state_dir",
+    ("engine", "db"): "db",
+    ("engine", "database"): "database",
+    ("engine", "pool_size"): "pool_size",
+    ("engine", "log_level"): "log_level",
+    ("scheduling", "policy"): "policy",
+    ("scheduling", "memory_over_commit"): "memory_over_commit",
+    **{("monitoring", name): name for name in (
+        "host_stats_interval", "vm_stats_interval", "heartbeat_interval", "heartbeat_timeout",
+        "misses_to_suspect", "grace_period", "install_timeout", "connect_timeout",
+        "call_timeout", "reconnect_initial_delay", "reconnect_max_delay", "auto_ping_interval",
+    )},
+    **{("vms", name): name for name in (
+        "start_timeout", "stop_timeout", "shutdown_timeout", "pause_timeout", "migrate_timeout",
+    )},
+}
+
+_TYPES = {f.name: f.type for f in fields(EngineConfig)}
+
+
+def _convert(name: str, raw: str) -> object:
+    kind = _TYPES[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind}, got {raw!r}") from None
+    if kind == "str | None":
+        return raw.strip() or None
+    return raw.strip()
+
+
+def read_ini(text: str, base: EngineConfig = EngineConfig()) -> EngineConfig:
+    """
+    Apply an INI file's settings over ``base``.
+
+    :raises ConfigError: for unknown sections or keys, or badly typed values.
+    """
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep oVirt's case
+    try:
+        parser.read_string(text)
+    except configparser.Error as e:
+        raise ConfigError(f"cannot parse the config file: {e}") from None
+    changes: dict[str, object] = {}
+    parameters = dict(base.policy_parameters)
+    for section in parser.sections():
+        for key, raw in parser.items(section, raw=True):
+            if section == "policy_parameters":
+                parameters[key] = raw.strip()
+            elif (section, key) == ("engine", "listen"):
+                changes["listen_host"], changes["listen_port"] = parse_listen(raw)
+            elif (section, key.lower()) in _INI_KEYS:
+                name = _INI_KEYS[(section, key.lower())]
+                changes[name] = _convert(name, raw)
+            else:
+                raise ConfigError(f"unknown setting [{section}] {key}")
+    changes["policy_parameters"] = tuple(sorted(parameters.items()))
+    return replace(base, **changes)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The ``vdsmlike-engine`` command line."""
+    p = argparse.ArgumentParser(
+        prog="vdsmlike-engine", description="The vdsmlike engine: inventory, scheduling, API."
+    )
+    p.add_argument("--config", help="INI configuration file")
+    p.add_argument("--listen", help=f"HOST:PORT for the admin API (default {DEFAULT_LISTEN})")
+    p.add_argument("--db", help="PostgreSQL DSN (default: a private cluster in the state dir)")
+    p.add_argument("--state-dir", help=f"state directory (default {DEFAULT_STATE_DIR})")
+    return p
+
+
+def load_config(argv: list[str] | None = None) -> EngineConfig:
+    """
+    Build the configuration from the command line (and the file it names).
+
+    :raises ConfigError: for an unusable configuration.
+    """
+    args = argument_parser().parse_args(argv)
+    config = EngineConfig()
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                config = read_ini(f.read(), config)
+        except OSError as e:
+            raise ConfigError(f"cannot read {args.config}: {e.strerror}") from None
+    changes: dict[str, object] = {}
+    if args.listen:
+        changes["listen_host"], changes["listen_port"] = parse_listen(args.listen)
+    if args.db:
+        changes["db"] = args.db
+    if args.state_dir:
+        changes["state_dir"] = args.state_dir
+    config = replace(config, **changes)
+    return check(replace(config, state_dir=os.path.abspath(config.state_dir)))
+
+
+def check(config: EngineConfig) -> EngineConfig:
+    """
+    Check the whole configuration.
+
+    :returns: ``config``.
+    :raises ConfigError: naming the first bad setting.
+    """
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if config.pool_size < 1:
+        raise ConfigError("pool_size must be at least 1")
+    for name in ("host_stats_interval", "vm_stats_interval", "connect_timeout", "call_timeout",
+                 "start_timeout", "stop_timeout", "shutdown_timeout", "pause_timeout",
+                 "migrate_timeout", "reconnect_initial_delay", "reconnect_max_delay"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    try:
+        _ = config.timing
+        config.scheduling_policy()
+    except (ValueError, PolicyError) as e:
+        raise ConfigError(str(e)) from None
+    return config

@@ -1,0 +1,221 @@
+"""``Engine``: the engine's operations (``IEngine``), over the store, the host monitors and the
+scheduler.
+
+:class:`Engine` wires the pieces and delegates: host operations to
+:class:`~engine.hosts.HostActions`, VM operations to :class:`~engine.vms.VmActions`, reports to
+:class:`~engine.vmsync.VmSync`, jobs to :class:`~engine.jobs.JobRunner`, live events to
+:class:`~engine.events.LiveEvents`. Its :meth:`Engine.start` is how the engine converges after a
+restart: it reads every host and VM from the store, fails the jobs the previous run left
+unfinished, and starts a monitor per host (each host resumes its stored state, with a grace
+period to reconnect; on connection its VM list is reconciled with the store). ``EngineService``
+(:mod:`engine.service`) starts and stops it with the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .config import EngineConfig
+from .decide.scheduler import PendingResources
+from .errors import EngineNotReady
+from .events import Auditor, LiveEvents
+from .hosts import HostActions
+from .interfaces import IEngine, IStore
+from .jobs import JobRunner
+from .monitoring import HostMonitor, resumed
+from .store.auditlog import AuditType
+from .store.errors import NotFound
+from .store.rows import Host
+from .vms import VmActions
+from .vmsync import VmSync
+from .vmtable import VmTable
+
+
+def _uuid(value: Any, what: str) -> UUID:
+    """:returns: ``value`` as a UUID. :raises NotFound: for anything that is not an id."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise NotFound(what, value) from None
+
+
+@implementer(IEngine)
+class Engine:
+    """
+    The engine (see the module docstring).
+
+    :param store: a started store.
+    :param config: intervals, timeouts and the scheduling policy.
+    :param reactor: connects the host links.
+    :param clock: keeps time (the reactor by default).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, store: IStore, *, config: EngineConfig, reactor: Any, clock: Any = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.policy = config.scheduling_policy()
+        self.live = LiveEvents()
+        self.auditor = Auditor(store, self.live)
+        self.pending = PendingResources()
+        self.vms = VmTable(store, self.live, self.auditor, self.clock)
+        self.sync = VmSync(self.vms, store, self.auditor, self.pending)
+        self.jobs = JobRunner(store, self.live, self.auditor)
+        self.monitors: dict[UUID, HostMonitor] = {}
+        self.vm_actions = VmActions(
+            store=store, vms=self.vms, vmsync=self.sync, jobs=self.jobs, auditor=self.auditor,
+            live=self.live, monitors=self.monitors, pending=self.pending, policy=self.policy,
+            config=config,
+        )
+        self.host_actions = HostActions(
+            store=store, jobs=self.jobs, auditor=self.auditor, live=self.live,
+            monitors=self.monitors, make_monitor=self._make_monitor,
+            migrate=self.vm_actions.migrate_vm, clock=self.clock,
+        )
+        self.ready = False
+
+    def _make_monitor(self, host: Host, status: Any) -> HostMonitor:
+        return HostMonitor(
+            host, status, store=self.store, live=self.live, auditor=self.auditor,
+            vmsync=self.sync, config=self.config, policy=self.policy, reactor=self._reactor,
+            clock=self.clock,
+        )
+
+    # -- life --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Converge with the store and the hosts (see the module docstring)."""
+        self.vms.load(await self.store.list_vms())
+        interrupted = await self.jobs.recover()
+        hosts = await self.store.list_hosts()
+        now = self.clock.seconds()
+        for host in hosts:
+            self.host_actions.start_monitor(host, resumed(host, now))
+        self.ready = True
+        self.log.info("engine started: {hosts} hosts, {vms} VMs, {jobs} interrupted jobs failed",
+                      hosts=len(hosts), vms=len(self.vms), jobs=interrupted)
+        await self.auditor.record(AuditType.ENGINE_STARTED, hosts=len(hosts), vms=len(self.vms),
+                                  interrupted_jobs=interrupted)
+
+    async def stop(self) -> None:
+        """Stop acting: waits are interrupted and links closed, so running jobs end (recorded
+        as failed: interrupted); VMs keep running on their hosts."""
+        if not self.ready:
+            return
+        self.ready = False
+        self.jobs.stopping()
+        self.vms.interrupt()
+        for monitor in list(self.monitors.values()):
+            await monitor.stop()
+        self.monitors.clear()
+        await self.jobs.stop(self.clock)
+        await self.auditor.record(AuditType.ENGINE_STOPPING)
+
+    def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        if not self.ready:
+            return fail(EngineNotReady("the engine is not running (starting or stopping)"))
+        return Deferred.fromCoroutine(_call(fn, *args, **kwargs))
+
+    # -- hosts -------------------------------------------------------------------------------
+
+    def add_host(self, name: str, address: str, *, port: int = 54321,
+                 token: str = "") -> Deferred:
+        return self._run(self.host_actions.add_host, name, address, port=port, token=token)
+
+    def list_hosts(self) -> Deferred:
+        return self.store.list_hosts()
+
+    def get_host(self, host_id: Any) -> Deferred:
+        return self._run(self._get_host, host_id)
+
+    async def _get_host(self, host_id: Any) -> Host:
+        return await self.store.get_host(_uuid(host_id, "host"))
+
+    def remove_host(self, host_id: Any) -> Deferred:
+        return self._run(lambda: self.host_actions.remove_host(_uuid(host_id, "host")))
+
+    def maintenance(self, host_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.host_actions.maintenance(_uuid(host_id, "host"),
+                                                               key=idempotency_key))
+
+    def activate(self, host_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.host_actions.activate(_uuid(host_id, "host"),
+                                                            key=idempotency_key))
+
+    # -- VMs ---------------------------------------------------------------------------------
+
+    def add_vm(self, spec: Mapping[str, Any]) -> Deferred:
+        return self._run(self.vm_actions.add_vm, spec)
+
+    def list_vms(self, *, host_id: Any = None) -> Deferred:
+        if host_id is None:
+            return self.store.list_vms()
+        return self._run(lambda: self.store.list_vms(host_id=_uuid(host_id, "host")))
+
+    def get_vm(self, vm_id: Any) -> Deferred:
+        return self._run(lambda: self.store.get_vm(_uuid(vm_id, "vm")))
+
+    def update_vm(self, vm_id: Any, changes: Mapping[str, Any]) -> Deferred:
+        return self._run(lambda: self.vm_actions.update_vm(_uuid(vm_id, "vm"), changes))
+
+    def remove_vm(self, vm_id: Any) -> Deferred:
+        return self._run(lambda: self.vm_actions.remove_vm(_uuid(vm_id, "vm")))
+
+    def start_vm(self, vm_id: Any, *, host_id: Any = None,
+                 idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.start_vm(
+            _uuid(vm_id, "vm"), host_id=None if host_id is None else _uuid(host_id, "host"),
+            key=idempotency_key))
+
+    def stop_vm(self, vm_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.stop_vm(_uuid(vm_id, "vm"),
+                                                         key=idempotency_key))
+
+    def shutdown_vm(self, vm_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.shutdown_vm(_uuid(vm_id, "vm"),
+                                                             key=idempotency_key))
+
+    def pause_vm(self, vm_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.pause_vm(_uuid(vm_id, "vm"),
+                                                          key=idempotency_key))
+
+    def resume_vm(self, vm_id: Any, *, idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.resume_vm(_uuid(vm_id, "vm"),
+                                                           key=idempotency_key))
+
+    def migrate_vm(self, vm_id: Any, *, host_id: Any = None,
+                   idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.vm_actions.migrate_vm(
+            _uuid(vm_id, "vm"), host_id=None if host_id is None else _uuid(host_id, "host"),
+            key=idempotency_key))
+
+    # -- events and jobs ---------------------------------------------------------------------
+
+    def list_events(self, **filters: Any) -> Deferred:
+        return self.store.list_events(**filters)
+
+    def list_jobs(self, **filters: Any) -> Deferred:
+        return self.store.list_jobs(**filters)
+
+    def get_job(self, job_id: Any) -> Deferred:
+        return self._run(lambda: self.store.get_job(_uuid(job_id, "job")))
+
+    def subscribe(self, listener: Callable[[str, Any], None]) -> Callable[[], None]:
+        return self.live.subscribe(listener)
+
+
+async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await fn(*args, **kwargs)
