@@ -20,6 +20,7 @@ BENCHES = {
         "quick": ["--cycles", "50", "--vms", "300", "--calls", "5", "--guest-runs", "1"],
         "full": [],
     },
+    "bench.bench_engine": {"quick": ["--quick"], "full": []},
 }
 
 

@@ -7,7 +7,7 @@ The INI file (``--config``)::
     state_dir = /var/lib/vdsmlike-engine
     db =                          ; a libpq DSN; empty: a private PostgreSQL in <state_dir>
     database = vdsmlike           ; the database's name in the private cluster
-    pool_size = 5                 ; database connections
+    pool_size = 10                ; database connections
     log_level = info
 
     [monitoring]                  ; seconds unless said otherwise
@@ -42,6 +42,7 @@ import argparse
 import configparser
 import os
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from .decide.hoststate import HostTiming
 from .decide.policies import Policy, PolicyError, make_policy
@@ -64,7 +65,7 @@ class EngineConfig:
     state_dir: str = DEFAULT_STATE_DIR
     db: str | None = None
     database: str = "vdsmlike"
-    pool_size: int = 5
+    pool_size: int = 10
     log_level: str = "info"
     host_stats_interval: float = 5.0
     vm_stats_interval: float = 5.0
@@ -183,7 +184,7 @@ def read_ini(text: str, base: EngineConfig = EngineConfig()) -> EngineConfig:
         parser.read_string(text)
     except configparser.Error as e:
         raise ConfigError(f"cannot parse the config file: {e}") from None
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     parameters = dict(base.policy_parameters)
     for section in parser.sections():
         for key, raw in parser.items(section, raw=True):
@@ -226,7 +227,7 @@ def load_config(argv: list[str] | None = None) -> EngineConfig:
                 config = read_ini(f.read(), config)
         except OSError as e:
             raise ConfigError(f"cannot read {args.config}: {e.strerror}") from None
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.listen:
         changes["listen_host"], changes["listen_port"] = parse_listen(args.listen)
     if args.db:

@@ -122,6 +122,7 @@ class Engine:
             await monitor.stop()
         self.monitors.clear()
         await self.jobs.stop(self.clock)
+        await self.vms.drain()
         await self.auditor.record(AuditType.ENGINE_STOPPING)
 
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:

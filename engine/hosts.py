@@ -121,8 +121,7 @@ class HostActions:
         await self._store.remove_host(host_id)
         self._monitors.pop(host_id, None)
         await monitor.stop()
-        await self._auditor.record(AuditType.HOST_REMOVED, host_id=None, host=monitor.name,
-                                   removed_host_id=str(host_id))
+        await self._auditor.record(AuditType.HOST_REMOVED, host_id=host_id, host=monitor.name)
 
     # -- maintenance -------------------------------------------------------------------------
 

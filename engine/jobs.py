@@ -58,7 +58,7 @@ class Prepared:
     """What ``prepare`` decided: the context ``run`` gets, and how to undo it if no job runs."""
 
     context: Any = None
-    undo: Callable[[], None] | None = None
+    undo: Callable[[], object] | None = None
 
 
 class JobRunner:
@@ -170,12 +170,15 @@ class JobRunner:
         return None
 
     async def _create(self, action: str, kind: str, target_id: UUID, key: str | None) -> Job:
-        job, created = await self._store.create_job(
-            action, target_kind=kind, target_id=target_id, idempotency_key=key
-        )
-        if not created:  # the key is another target's
-            raise Conflict(f"idempotency key {key!r} is job {job.id} ({job.action})")
-        return await self._store.update_job(job.id, status=JobStatus.RUNNING)
+        async def create(tx: Any) -> Job:
+            job, created = await tx.create_job(
+                action, target_kind=kind, target_id=target_id, idempotency_key=key
+            )
+            if not created:  # the key is another target's
+                raise Conflict(f"idempotency key {key!r} is job {job.id} ({job.action})")
+            return await tx.update_job(job.id, status=JobStatus.RUNNING)
+
+        return await self._store.transaction(create)
 
     async def _execute(self, job: Job, kind: str, prepared: Prepared, run: Any) -> None:
         async def progress(percent: int) -> None:
@@ -296,5 +299,10 @@ class JobRunner:
 def _shielded(d: Deferred) -> Deferred:
     """A Deferred that fires when ``d`` does, and whose cancellation leaves ``d`` alone."""
     mirror: Deferred = Deferred()
-    d.addBoth(lambda result: (mirror.callback(None), result)[1])
+
+    def relay(result: Any) -> Any:
+        mirror.callback(None)
+        return result
+
+    d.addBoth(relay)
     return mirror

@@ -53,7 +53,7 @@ def transition_event(host: Host, t: Transition) -> NewAuditEvent | None:
         return None
     before = t.before.state if t.before is not None else None
     new = t.after.state
-    ids = {"host_id": host.id, "host": host.name, "reason": t.reason}
+    ids: dict[str, Any] = {"host_id": host.id, "host": host.name, "reason": t.reason}
     if new is S.UP:
         if before is S.MAINTENANCE:
             kind = AuditType.HOST_ACTIVATED
@@ -112,6 +112,7 @@ class HostMonitor:
         self._loops: list[LoopingCall] = []
         self._polling: set[str] = set()
         self._last_failure = ""
+        self._unsaved: dict[str, Any] = {}
         self.cpu_band: tuple[CpuBand, float] | None = None
         #: Called after each complete VM poll of this host (maintenance watches it).
         self.after_vm_poll: list[Callable[[HostMonitor], None]] = []
@@ -255,15 +256,19 @@ class HostMonitor:
 
     def _record(self, t: Transition, **extra: Any) -> Deferred:
         """Write the host's state (and ``extra`` dynamic fields) with the transition's event."""
-        changes = dict(extra)
+        changes = {"status": HostStatus(t.after.state.value), **extra}
         if t.changed:
-            changes.update(status=HostStatus(t.after.state.value), status_reason=t.reason)
+            changes["status_reason"] = t.reason
         if t.after.link_up:
             changes["last_seen"] = _now(self._clock)
         event = transition_event(self.row, t)
         return self._writes.run(lambda: Deferred.fromCoroutine(self._write(changes, event)))
 
     async def _write(self, changes: dict[str, Any], event: NewAuditEvent | None) -> None:
+        """Write ``changes`` (and whatever an earlier failed write left unsaved) with ``event``;
+        a failure is logged and remembered, to be written by the next poll."""
+        changes = {**self._unsaved, **changes}
+
         async def change(tx: Any) -> tuple[Host, Any]:
             row = await tx.update_host_dynamic(self.id, **changes)
             return row, (await tx.add_event(event) if event is not None else None)
@@ -273,8 +278,12 @@ class HostMonitor:
         except NotFound:
             return  # the host was removed meanwhile
         except StoreError as e:
-            self.log.warn("state of host {host} not saved: {error}", host=self.name, error=e)
+            self.log.warn("state of host {host} not saved yet: {error}", host=self.name,
+                          error=e)
+            self._unsaved.update(changes)  # written with the next statistics
             return
+        for key in changes:
+            self._unsaved.pop(key, None)
         self.row = row
         if recorded is not None:
             self._auditor.published(recorded)
@@ -283,6 +292,8 @@ class HostMonitor:
     # -- polls -------------------------------------------------------------------------------
 
     def _poll_host(self) -> Deferred | None:
+        if not self.link.connected and self._unsaved:
+            return self._writes.run(lambda: Deferred.fromCoroutine(self._write({}, None)))
         return self._guarded("host", self._poll_host_stats)
 
     def _poll_vms(self) -> Deferred | None:
@@ -316,18 +327,23 @@ class HostMonitor:
             self.cpu_band = cpu_band_since(self.cpu_band, 100.0 - sample.cpu_idle,
                                            self._policy.parameters, self._clock.seconds())
         seen = _now(self._clock)
+        await self._writes.run(lambda: Deferred.fromCoroutine(self._write_stats(sample, seen)))
+
+    async def _write_stats(self, sample: Any, seen: datetime) -> None:
+        """Record a sample, with any state an earlier failed write left unsaved."""
+        unsaved, self._unsaved = self._unsaved, {}
 
         async def change(tx: Any) -> Host:
             await tx.record_host_statistics(sample)
-            return await tx.update_host_dynamic(self.id, last_seen=seen)
+            return await tx.update_host_dynamic(self.id, **{**unsaved, "last_seen": seen})
 
-        await self._writes.run(lambda: Deferred.fromCoroutine(self._write_stats(change)))
-
-    async def _write_stats(self, change: Any) -> None:
         try:
             self.row = await self._store.transaction(change)
         except NotFound:
             return
+        except StoreError:
+            self._unsaved = {**unsaved, **self._unsaved}
+            raise
         self._live.publish("host", self.row)
 
     async def _poll_vm_stats(self) -> None:

@@ -231,7 +231,19 @@ def make_site(engine: IEngine, store: IStore, reactor: Any) -> tuple[Site, Calla
     return Site(root), (lambda: close(mounted)) if close is not None else (lambda: None)
 
 
-def make_service(config: EngineConfig, reactor: Any, *, out: IO[str] | None = None) -> MultiService:
+class EngineTree(MultiService):
+    """The engine's top service, with its parts at hand (see :func:`make_service`)."""
+
+    cluster: PostgresClusterService | None
+    store: PostgresStore
+    store_service: StoreService
+    engine: Engine
+    engine_service: EngineService
+    site: SiteService
+    url: Deferred
+
+
+def make_service(config: EngineConfig, reactor: Any, *, out: IO[str] | None = None) -> EngineTree:
     """
     Build the engine's service tree (see the module docstring).
 
@@ -243,7 +255,7 @@ def make_service(config: EngineConfig, reactor: Any, *, out: IO[str] | None = No
         either fails.
     """
     os.makedirs(config.state_dir, exist_ok=True)
-    top = MultiService()
+    top = EngineTree()
     top.cluster = None
     wait_for_db = None
     dsn = config.db
@@ -251,9 +263,10 @@ def make_service(config: EngineConfig, reactor: Any, *, out: IO[str] | None = No
         if os.geteuid() == 0:  # the server runs as "postgres": let it reach its directory
             os.chmod(config.state_dir, os.stat(config.state_dir).st_mode | 0o711)
         cluster = PostgresCluster(config.state_dir, reactor=reactor)
-        top.cluster = PostgresClusterService(cluster, database=config.database)
-        top.cluster.setServiceParent(top)
-        dsn, wait_for_db = top.cluster.dsn, top.cluster.when_ready
+        cluster_service = PostgresClusterService(cluster, database=config.database)
+        cluster_service.setServiceParent(top)
+        top.cluster = cluster_service
+        dsn, wait_for_db = cluster_service.dsn, cluster_service.when_ready
     top.store = PostgresStore(dsn, reactor=reactor, pool_size=config.pool_size)
     top.store_service = StoreService(top.store, wait_for=wait_for_db)
     top.store_service.setServiceParent(top)

@@ -1,44 +1,59 @@
 """Pure: the scheduler's snapshot, built from the engine's rows.
 
-:func:`host_view` turns one host (its latest row, its live state, the VMs on it) into the
-scheduler's ``HostView``; :func:`vm_request` turns a VM definition into a ``VmRequest``.
+:func:`host_view` turns one host (its latest row, its live state, the load of the VMs on it,
+:func:`load_of`) into the scheduler's ``HostView``; :func:`vm_request` turns a VM definition
+into a ``VmRequest``.
 Memory promised to VMs still holding a reservation in the pending ledger is left out of the
 host's committed memory (the ledger counts it), so nothing is counted twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from uuid import UUID
 
 from .decide.model import HostView, VmRequest
-from .store.rows import Host, Vm, VmStatic
+from .store.rows import Host, VmStatic
 from .wire import reserved_memory_mib
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """
+    What a host's VMs take: memory promised to them (committed), their vCPUs and their count.
+
+    :ivar committed_mib: memory of the VMs on the host, except those still holding a pending
+        reservation (the ledger counts those).
+    """
+
+    committed_mib: int = 0
+    vcpus: int = 0
+    vms: int = 0
+
+
+def load_of(vms: Iterable[tuple[str, VmStatic]], pending: Container[str]) -> Load:
+    """:returns: the load of a host's VMs, given as ``(id as text, definition)`` pairs."""
+    committed = vcpus = count = 0
+    for vm_id, static in vms:
+        count += 1
+        vcpus += static.vcpus
+        if vm_id not in pending:
+            committed += static.mem_mib
+    return Load(committed, vcpus, count)
+
+
 def host_view(
-    host: Host,
-    state: str,
-    vms: Iterable[Vm],
-    *,
-    pending: Collection[str] = (),
-    cpu_over_commit_seconds: float = 0.0,
+    host: Host, state: str, load: Load, *, cpu_over_commit_seconds: float = 0.0
 ) -> HostView:
     """
     One host as the scheduler sees it.
 
     :param host: the host's latest row (capabilities, sizes, statistics).
     :param state: its live state (the host state machine's, e.g. ``"Up"``).
-    :param vms: the VMs running on or migrating to it.
-    :param pending: ids of VMs holding a pending reservation (not counted as committed).
+    :param load: what its VMs take (:func:`load_of`).
     :param cpu_over_commit_seconds: how long its load has been outside the policy's band.
     """
-    committed = vcpus = count = 0
-    for vm in vms:
-        count += 1
-        vcpus += vm.static.vcpus
-        if str(vm.id) not in pending:
-            committed += vm.static.mem_mib
     dynamic, statistics = host.dynamic, host.statistics
     idle = statistics.cpu_idle if statistics is not None else None
     free = statistics.mem_free_mib if statistics is not None else None
@@ -49,11 +64,11 @@ def host_view(
         cpus=dynamic.cpu_count or 0,
         memory_total_mib=dynamic.mem_total_mib or 0,
         memory_free_mib=free or 0,
-        memory_committed_mib=committed,
+        memory_committed_mib=load.committed_mib,
         memory_reserved_mib=reserved_memory_mib(dynamic.capabilities),
         cpu_load_percent=0.0 if idle is None else max(0.0, min(100.0, 100.0 - idle)),
-        vm_count=count,
-        vcpus_committed=vcpus,
+        vm_count=load.vms,
+        vcpus_committed=load.vcpus,
         cpu_over_commit_seconds=cpu_over_commit_seconds,
     )
 

@@ -113,8 +113,7 @@ class VmActions:
         await self._store.remove_vm(vm_id)
         self._vms.forget(vm_id)
         self._pending.release(str(vm_id))
-        await self._auditor.record(AuditType.VM_REMOVED, vm_id=None, vm=vm.name,
-                                   removed_vm_id=str(vm_id))
+        await self._auditor.record(AuditType.VM_REMOVED, vm_id=vm_id, vm=vm.name)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -145,9 +144,9 @@ class VmActions:
 
     def views(self) -> list[Any]:
         """The scheduler's snapshot of every host, now."""
-        pending = {r.vm_id for r in self._pending}
         return [
-            snapshot.host_view(m.row, m.state.value, self._vms.on_host(m.id), pending=pending,
+            snapshot.host_view(m.row, m.state.value,
+                               snapshot.load_of(self._vms.keyed_on_host(m.id), self._pending),
                                cpu_over_commit_seconds=m.cpu_seconds())
             for m in self._monitors.values()
         ]
@@ -213,22 +212,23 @@ class VmActions:
     async def _run_start(self, job: Job, context: Any, progress: Progress) -> Any:
         vm, decision = context
         host = self._monitors[UUID(decision.host)]
-        chosen = " ".join(decision.explanations[decision.host])
-        await self._auditor.record(
-            AuditType.VM_PLACED, vm_id=vm.id, host_id=host.id, job_id=job.id, vm=vm.name,
-            host=host.name, reason=chosen, policy=decision.policy,
-            explanation={decision.host_names[h]: e for h, e in decision.explanations.items()})
         self._sync.starting[vm.id] = host.id
         try:
-            return await self._launch(job, vm, host, progress)
+            return await self._launch(job, vm, host, decision, progress)
         finally:
             self._sync.starting.pop(vm.id, None)
 
-    async def _launch(self, job: Job, vm: Vm, host: HostMonitor, progress: Progress) -> Any:
-        event = audit_event(AuditType.VM_STARTING, vm_id=vm.id, host_id=host.id, job_id=job.id,
-                            vm=vm.name, host=host.name)
+    async def _launch(self, job: Job, vm: Vm, host: HostMonitor, decision: Decision,
+                      progress: Progress) -> Any:
+        placed = audit_event(
+            AuditType.VM_PLACED, vm_id=vm.id, host_id=host.id, job_id=job.id, vm=vm.name,
+            host=host.name, reason=" ".join(decision.explanations[decision.host or ""]),
+            policy=decision.policy,
+            explanation={decision.host_names[h]: e for h, e in decision.explanations.items()})
+        starting = audit_event(AuditType.VM_STARTING, vm_id=vm.id, host_id=host.id,
+                               job_id=job.id, vm=vm.name, host=host.name)
         await self._vms.apply(VmDynamic(vm.id, VmStatus.WAIT_FOR_LAUNCH, run_on_host=host.id),
-                              force=True, event=event)
+                              force=True, event=starting, also=[placed])
         params = domain.create_params(vm.static)
         try:
             await host.link.call("VM.create", {"vmParams": params})
@@ -277,6 +277,9 @@ class VmActions:
                 raise JobFailed(_agent_error(host.name, verb, e)) from None
             await progress(50)
             done = await self._wait(current, target, timeout, what)
+            if done.dynamic.status is VmStatus.DOWN and action not in ("stop", "shutdown"):
+                raise JobFailed(f"VM {vm.name!r} went Down: "
+                                f"{done.dynamic.exit_message or 'no reason given'}")
             return {"status": str(done.dynamic.status), "host": host.name}
 
         return await self._submit(action, vm, key, prepare, run)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from .decide import reconcile as rc
 from .decide.scheduler import PendingResources
 from .events import Auditor
-from .interfaces import IHostLink, IStore
+from .interfaces import IStore
 from .store.auditlog import AuditType, NewAuditEvent, audit_event
 from .store.errors import DuplicateName, StoreError
 from .store.rows import VmDynamic, VmStatic, VmStatus
@@ -35,12 +35,25 @@ EXIT_ADMIN_SHUTDOWN = 6
 EXIT_USER_SHUTDOWN = 7
 
 
+#: The states a VM comes Up from when it has just started (rather than recovered, rebooted...).
+LAUNCHING = frozenset({VmStatus.WAIT_FOR_LAUNCH, VmStatus.POWERING_UP, VmStatus.DOWN,
+                       VmStatus.RESTORING_STATE})
+
+
 class ReportingHost(Protocol):
     """What :class:`VmSync` needs of the host that reports."""
 
-    id: UUID
-    name: str
-    link: IHostLink
+    @property
+    def id(self) -> UUID:
+        """The host's id."""
+
+    @property
+    def name(self) -> str:
+        """The host's name."""
+
+    @property
+    def link(self) -> Any:
+        """Its ``IHostLink``."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,13 @@ def status_event(
     vm: VmStatic, old: VmStatus, new: VmStatus, host: ReportingHost, report: Any
 ) -> NewAuditEvent:
     """The audit event of a VM's status change (pure)."""
-    ids = {"vm_id": vm.id, "host_id": host.id, "vm": vm.name, "host": host.name}
+    ids: dict[str, Any] = {"vm_id": vm.id, "host_id": host.id, "vm": vm.name,
+                           "host": host.name}
     if new is VmStatus.UP:
         if old is VmStatus.PAUSED:
             return audit_event(AuditType.VM_RESUMED, **ids)
-        return audit_event(AuditType.VM_STARTED, **ids, previous=str(old))
+        if old in LAUNCHING:
+            return audit_event(AuditType.VM_STARTED, **ids, previous=str(old))
     if new is VmStatus.PAUSED:
         return audit_event(AuditType.VM_PAUSED, **ids)
     if new is VmStatus.DOWN:

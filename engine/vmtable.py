@@ -16,7 +16,7 @@ written again by :meth:`VmTable.retry_unsaved`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from .decide.reconcile import KnownVm
 from .events import Auditor, LiveEvents
 from .interfaces import IStore
-from .store.auditlog import NewAuditEvent
+from .store.auditlog import AuditEvent, NewAuditEvent
 from .store.errors import NotFound, StoreError
 from .store.rows import Vm, VmDynamic, VmStatic, VmStatistics, VmStatus
 
@@ -59,11 +59,13 @@ class VmTable:
         self._auditor = auditor
         self._clock = clock
         self._vms: dict[UUID, Vm] = {}
-        self._by_host: dict[UUID, set[UUID]] = {}
+        #: host id -> {VM id: (VM id as text, definition)} of the VMs on or coming to it.
+        self._by_host: dict[UUID, dict[UUID, tuple[str, VmStatic]]] = {}
         self._locks: dict[UUID, DeferredLock] = {}
         self._waiters: dict[UUID, list[tuple[Predicate, Deferred]]] = {}
         self._unsaved: set[UUID] = set()
         self._closed = False
+        self._texts: dict[UUID, str] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -80,6 +82,11 @@ class VmTable:
     def on_host(self, host_id: UUID) -> list[Vm]:
         """:returns: the VMs running on or migrating to ``host_id`` (Down ones excluded)."""
         return [self._vms[i] for i in self._by_host.get(host_id, ())]
+
+    def keyed_on_host(self, host_id: UUID) -> list[tuple[str, VmStatic]]:
+        """:returns: ``(id as text, definition)`` of the VMs on ``host_id`` (the scheduler's
+        snapshot counts them; the text ids are cached, as the pending ledger uses them)."""
+        return list(self._by_host.get(host_id, {}).values())
 
     def known(self, vm_id: UUID) -> KnownVm | None:
         """:returns: the reconciler's view of a VM, or None if unknown."""
@@ -101,6 +108,7 @@ class VmTable:
     def load(self, vms: list[Vm]) -> None:
         """Start from the store's rows (engine start)."""
         self._vms.clear()
+        self._texts.clear()
         self._by_host.clear()
         self._closed = False
         for vm in vms:
@@ -125,6 +133,7 @@ class VmTable:
     def forget(self, vm_id: UUID) -> None:
         """Drop a removed VM; whoever waited for it gets :class:`VmGone`."""
         vm = self._vms.pop(vm_id, None)
+        self._texts.pop(vm_id, None)
         if vm is not None:
             self._unindex(vm)
         self._unsaved.discard(vm_id)
@@ -143,24 +152,32 @@ class VmTable:
         if old is not None:
             self._unindex(old)
         self._vms[vm.id] = vm
+        if vm.id not in self._texts:
+            self._texts[vm.id] = str(vm.id)
         d = vm.dynamic
         if d.status is not VmStatus.DOWN:
             for host in (d.run_on_host, d.migrating_to_host):
                 if host is not None:
-                    self._by_host.setdefault(host, set()).add(vm.id)
+                    entry = (self._texts[vm.id], vm.static)
+                    self._by_host.setdefault(host, {})[vm.id] = entry
         self._wake(vm)
 
     def _unindex(self, vm: Vm) -> None:
         for host in (vm.dynamic.run_on_host, vm.dynamic.migrating_to_host):
             if host is not None and host in self._by_host:
-                self._by_host[host].discard(vm.id)
+                self._by_host[host].pop(vm.id, None)
                 if not self._by_host[host]:
                     del self._by_host[host]
 
     # -- runtime state -----------------------------------------------------------------------
 
     def apply(
-        self, dynamic: VmDynamic, *, force: bool = False, event: NewAuditEvent | None = None
+        self,
+        dynamic: VmDynamic,
+        *,
+        force: bool = False,
+        event: NewAuditEvent | None = None,
+        also: Sequence[NewAuditEvent] = (),
     ) -> Deferred:
         """
         Change a VM's runtime state (see the module docstring).
@@ -168,7 +185,10 @@ class VmTable:
         :param dynamic: the new state; ``last_notify_time`` None keeps the one held.
         :param force: apply whatever the notify times say, and write ``last_notify_time`` as
             given (the VM changed host, or the engine itself decided the state).
-        :param event: an audit event to record in the same transaction.
+        :param event: an audit event to record in the same transaction, if the change is
+            written.
+        :param also: audit events to record in the same transaction whatever happens (the
+            decision that led to this change).
         :returns: a Deferred firing with True once written and published, False when dropped as
             stale (or the VM is unknown); never failing (a failed write is logged and retried).
         """
@@ -184,7 +204,8 @@ class VmTable:
         dynamic = dataclasses.replace(dynamic, updated=None)
         self._set(dataclasses.replace(current, dynamic=dynamic))
         lock = self._locks.setdefault(dynamic.vm_id, DeferredLock())
-        d = lock.run(lambda: Deferred.fromCoroutine(self._write(dynamic, force, event)))
+        d = lock.run(lambda: Deferred.fromCoroutine(self._write(dynamic, force, event,
+                                                                tuple(also))))
         d.addBoth(self._drop_lock, dynamic.vm_id, lock)
         return d
 
@@ -194,12 +215,16 @@ class VmTable:
         return result
 
     async def _write(
-        self, dynamic: VmDynamic, force: bool, event: NewAuditEvent | None
+        self,
+        dynamic: VmDynamic,
+        force: bool,
+        event: NewAuditEvent | None,
+        also: tuple[NewAuditEvent, ...],
     ) -> bool:
-        async def change(tx: Any) -> tuple[bool, Any]:
+        async def change(tx: Any) -> tuple[bool, list[AuditEvent]]:
             written = await tx.set_vm_dynamic(dynamic, force=force)
-            recorded = await tx.add_event(event) if written and event is not None else None
-            return written, recorded
+            keep = (*also, event) if written and event is not None else also
+            return written, [await tx.add_event(e) for e in keep]
 
         try:
             written, recorded = await self._store.transaction(change, idempotent=True)
@@ -211,12 +236,18 @@ class VmTable:
                           error=e)
             return False
         self._unsaved.discard(dynamic.vm_id)
-        if recorded is not None:
-            self._auditor.published(recorded)
+        for done in recorded:
+            self._auditor.published(done)
         vm = self._vms.get(dynamic.vm_id)
         if vm is not None:
             self._live.publish("vm", vm)
         return written
+
+    async def drain(self) -> None:
+        """Wait until every write already decided has been made (or has failed)."""
+        for lock in list(self._locks.values()):
+            await lock.acquire()
+            lock.release()
 
     def retry_unsaved(self) -> None:
         """Write again, unconditionally, the state of every VM whose last write failed."""

@@ -125,8 +125,8 @@ def poll_reports(stats: Any) -> list[VmReport]:
 def _sum(entries: Any, key: str) -> int | None:
     if not isinstance(entries, Mapping):
         return None
-    values = [integer(e.get(key)) for e in entries.values() if isinstance(e, Mapping)]
-    values = [v for v in values if v is not None]
+    found = [integer(e.get(key)) for e in entries.values() if isinstance(e, Mapping)]
+    values = [v for v in found if v is not None]
     return sum(values) if values else None
 
 

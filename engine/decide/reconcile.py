@@ -128,7 +128,7 @@ def is_stale(report: VmReport, known: KnownVm) -> bool:
 
 
 def _down(host_id: str, report: VmReport, known: KnownVm) -> list[Action]:
-    clear = [] if known.external else [ClearDown(report.vm_id, "Down on the host")]
+    clear: list[Action] = [] if known.external else [ClearDown(report.vm_id, "Down on the host")]
     if known.run_on_host != host_id or report.exit_reason == EXIT_MIGRATION_SUCCEEDED:
         return clear
     if known.status is VmStatus.DOWN or is_stale(report, known):

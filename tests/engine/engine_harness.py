@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from link_harness import InProcessAgent
+from link_harness import InProcessAgent, LoggedFailures
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -183,7 +183,10 @@ async def engine_agents(tmp_path):
 
 @pytest_twisted.async_yield_fixture
 async def engine_run(tmp_path, pg_dsn):
-    """A started engine on a fresh database (``running.engine`` is the ``IEngine``)."""
-    engine = await start_engine(tmp_path, pg_dsn)
-    yield engine
-    await engine.stop()
+    """A started engine on a fresh database (``engine_run.engine`` is the ``IEngine``); the
+    test fails if anything logged a traceback meanwhile."""
+    with LoggedFailures() as logged:
+        engine = await start_engine(tmp_path, pg_dsn)
+        yield engine
+        await engine.stop()
+    assert not logged.failures, "\n".join(logged.texts())

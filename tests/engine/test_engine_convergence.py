@@ -7,6 +7,8 @@ restarted opens a fresh test-driver host, so its VMs are gone, as a crashed host
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 
 import pytest
@@ -20,11 +22,13 @@ from engine_harness import (
     sleep,
     vm_status,
 )
+from link_harness import node_uri
 from twisted.internet import reactor
 
 from engine.errors import ActionRefused
 from engine.store.errors import NotFound, StoreUnavailable
 from vdsmlike import client as agent_client
+from vdsmlike.agentproc import AgentProcess
 
 
 async def up_vm(engine, name, host_id=None, memory=128):
@@ -222,8 +226,9 @@ async def test_external_vm_is_recorded_never_destroyed(engine_run, engine_agents
 
 @pytest_twisted.ensureDeferred
 async def test_database_restart(pg, engine_run, engine_agents):
-    """While PostgreSQL restarts, operations fail with StoreUnavailable and monitoring goes on;
-    once it is back, the engine writes again without being restarted."""
+    """While PostgreSQL restarts, operations fail with StoreUnavailable and monitoring goes on
+    (a host that goes NonResponsive meanwhile is written so once the database is back); then
+    the engine works again without being restarted."""
     engine = engine_run.engine
     agent = await engine_agents.start()
     host = await add_up_host(engine, "h1", agent)
@@ -231,11 +236,59 @@ async def test_database_restart(pg, engine_run, engine_agents):
     try:
         with pytest.raises(StoreUnavailable):
             await engine.add_vm({"name": "during", "memory_mib": 128})
-        await sleep(1.0)
+        await agent.stop()
+        await eventually(_value, lambda _: engine.monitors[host.id].state == "NonResponsive",
+                         timeout=8)
     finally:
         await pg.cluster.start()
-    before = (await engine.get_host(host.id)).dynamic.last_seen
-    await eventually(lambda: engine.get_host(host.id), lambda h: h.dynamic.last_seen > before)
+    await host_status(engine, host.id, "NonResponsive")
+    await agent.start()
+    back = await host_status(engine, host.id, "Up")
+    await eventually(lambda: engine.get_host(host.id),
+                     lambda h: h.dynamic.last_seen > back.dynamic.last_seen)
     vm = await up_vm(engine, "after")
     assert vm.dynamic.run_on_host == host.id
-    assert engine.monitors[host.id].state == "Up"
+
+
+async def _value(value=None):
+    return value
+
+
+@pytest_twisted.async_yield_fixture
+async def child_agent(tmp_path):
+    """A real agent daemon in a child process on a private test-driver host."""
+    workdir = tmp_path / "child"
+    workdir.mkdir()
+    agent = AgentProcess(str(workdir), libvirt_uri=node_uri(workdir), guest_wait_timeout=0.3,
+                         vm_sample_interval=0.5, host_sample_interval=0.5)
+    url = await agent.start(reactor)
+    agent.port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    yield agent
+    if agent._proc is not None and agent._proc.poll() is None:
+        os.kill(agent.pid, signal.SIGCONT)
+        await agent.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_frozen_then_killed_child_agent(engine_run, child_agent):
+    """A child-process agent that freezes (SIGSTOP) misses its heartbeats: its host goes
+    Connecting then NonResponsive and its VM Unknown; thawed (SIGCONT), the host is Up and the
+    VM, which kept running, Up again. Killed (SIGKILL), the host ends NonResponsive and the
+    engine never declares the VM Down on its own: it may still run."""
+    engine = engine_run.engine
+    host = await add_up_host(engine, "child", child_agent)
+    vm = await up_vm(engine, "survivor")
+    os.kill(child_agent.pid, signal.SIGSTOP)
+    await host_status(engine, host.id, "Connecting")
+    await host_status(engine, host.id, "NonResponsive", timeout=8)
+    await vm_status(engine, vm.id, "Unknown")
+    os.kill(child_agent.pid, signal.SIGCONT)
+    await host_status(engine, host.id, "Up", timeout=10)
+    back = await vm_status(engine, vm.id, "Up")
+    assert back.dynamic.run_on_host == host.id
+    os.kill(child_agent.pid, signal.SIGKILL)
+    child_agent._proc.wait(timeout=10)
+    await host_status(engine, host.id, "NonResponsive", timeout=8)
+    await vm_status(engine, vm.id, "Unknown")
+    await sleep(1.0)
+    assert (await engine.get_vm(vm.id)).dynamic.status == "Unknown"

@@ -200,7 +200,8 @@ def test_snapshot_counts_committed_but_not_pending():
                 HostStatistics(host_id, cpu_idle=75.0, mem_free_mib=5000))
     vms = [Vm(VmStatic(uuid.uuid4(), f"v{i}", mem_mib=1000, vcpus=2),
               VmDynamic(uuid.uuid4(), S.UP, run_on_host=host_id)) for i in range(3)]
-    view = snapshot.host_view(host, "Up", vms, pending={str(vms[0].id)})
+    load = snapshot.load_of([(str(v.id), v.static) for v in vms], {str(vms[0].id)})
+    view = snapshot.host_view(host, "Up", load)
     assert (view.memory_committed_mib, view.vm_count, view.vcpus_committed) == (2000, 3, 6)
     assert (view.memory_reserved_mib, view.cpu_load_percent, view.cpus) == (300, 25.0, 4)
     request = snapshot.vm_request(vms[0].static, only_host=host_id)
