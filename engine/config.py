@@ -44,6 +44,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from vdsmlike.config import ConfigError, parse_listen
+
 from .decide.hoststate import HostTiming
 from .decide.policies import Policy, PolicyError, make_policy
 
@@ -51,9 +53,7 @@ DEFAULT_STATE_DIR = "/var/lib/vdsmlike-engine"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message says which setting and why."""
+__all__ = ["ConfigError", "EngineConfig", "check", "load_config", "parse_listen", "read_ini"]
 
 
 @dataclass(frozen=True)
@@ -116,25 +116,6 @@ class EngineConfig:
     def password_file(self) -> str:
         """Where the first start writes the admin password (mode 0600)."""
         return os.path.join(self.state_dir, "admin-password")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """
-    Split ``HOST:PORT`` (``[v6addr]:PORT`` for IPv6).
-
-    :raises ConfigError: for anything else or a port outside 0-65535.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"listen must be HOST:PORT, got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"listen port must be a number, got {port!r}") from None
-    if not 0 <= number <= 65535:
-        raise ConfigError(f"listen port must be 0-65535, got {number}")
-    return host, number
 
 
 _INI_KEYS = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,10 +31,10 @@ from twisted.logger import Logger
 
 from engine.interfaces import IEngine, IStore
 from engine.store.auditlog import AuditEvent, AuditType
-from vdsmlike.api.errors import InvalidRequest
 from vdsmlike.rpc import jsonrpc
 from vdsmlike.rpc.dispatcher import Dispatcher
 from vdsmlike.rpc.events import EventBus
+from vdsmlike.rpc.websocket import JsonRpcServerProtocol
 
 from . import wire
 from .auth import OPEN_VERBS, Authenticator, AuthSettings, ConnectionSession
@@ -67,10 +67,9 @@ def offered_token(request: ConnectionRequest) -> str | None:
     return None
 
 
-class EngineServerProtocol(WebSocketServerProtocol):
+class EngineServerProtocol(JsonRpcServerProtocol):
     """One admin connection: its session, its subscriptions, its calls in flight."""
 
-    log = Logger()
     factory: EngineServerFactory
 
     #: The verbs that act on the connection itself, and the methods serving them.
@@ -84,10 +83,8 @@ class EngineServerProtocol(WebSocketServerProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.in_flight = 0
         self.address = "unknown"
         self.session: ConnectionSession | None = None
-        self._live = False
         self._closed = False
         self._expiry: IDelayedCall | None = None
         self._dispatcher: Dispatcher | None = None
@@ -113,22 +110,11 @@ class EngineServerProtocol(WebSocketServerProtocol):
             return None
         return Deferred.fromCoroutine(self._resume_from_handshake(token))
 
-    def onOpen(self) -> None:
-        self._live = True
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """Answer a message; an oversized one gets -32600 and the connection stays up."""
-        limit = self.factory.max_message_size
-        if len(payload) > limit:
-            error = InvalidRequest(f"Request too large: {len(payload)} bytes (limit {limit})")
-            self.log.warn("{peer}: {error}", peer=self.peer, error=error.detail)
-            self._send_text(jsonrpc.encode_error(None, error))
-            return
-        assert self._dispatcher is not None
-        self.in_flight += 1
-        d = self._dispatcher.handle_text(payload, extra_handlers=self._verbs)
-        d.addCallback(self._reply)
-        d.addErrback(lambda f: self.log.failure("dispatcher failed", f))
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """This connection's dispatcher (it binds params through the connection's session)."""
+        assert self._dispatcher is not None, "a message before the handshake"
+        return self._dispatcher
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Forget the subscriptions and the session timer; calls in flight finish unheard."""
@@ -233,20 +219,6 @@ class EngineServerProtocol(WebSocketServerProtocol):
             assert self.session is not None
             self.session.require()
         return self.factory.schema.bind_params(verb, params)
-
-    def _reply(self, text: str | None) -> None:
-        self.in_flight -= 1
-        if text is not None:
-            self._send_text(text)
-
-    def _send_text(self, text: str) -> None:
-        """Send text if the connection is open; replies to a gone client are dropped."""
-        if self._live and self.state == self.STATE_OPEN:
-            self.sendMessage(text.encode("utf-8"), isBinary=False)
-
-    def send_event(self, text: str) -> None:
-        """Receive a notification from the bus (``EventSubscriber``)."""
-        self._send_text(text)
 
 
 class EngineServerFactory(WebSocketServerFactory):

@@ -31,26 +31,33 @@ def _check_patterns(patterns: Any) -> list[str]:
     return patterns
 
 
-class AgentServerProtocol(WebSocketServerProtocol):
-    """One client connection: authenticates the handshake, dispatches messages, relays events."""
+class JsonRpcServerProtocol(WebSocketServerProtocol):
+    """
+    The JSON-RPC plumbing of one server connection, shared by the agent and the engine: a size
+    limit per message, dispatch with the connection's own verbs, replies and events sent only
+    while the client is there.
+
+    Subclasses provide :attr:`dispatcher` and ``_verbs`` (verbs served by the connection), and
+    their factory a ``max_message_size``.
+    """
 
     log = Logger()
-    factory: AgentServerFactory
 
     def __init__(self) -> None:
         super().__init__()
         self.in_flight = 0
         self._live = False
-        self._verbs = {"Host.subscribe": self.subscribe, "Host.unsubscribe": self.unsubscribe}
+        self._verbs: dict[str, Any] = {}
 
     @property
     def live(self) -> bool:
         """Whether replies and events are still being sent (false once the client is gone)."""
         return self._live
 
-    def onConnect(self, request: ConnectionRequest) -> None:
-        """Deny a wrong path (404) or a missing or wrong token (401)."""
-        self.factory.check_request(request)
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher this connection's messages go to."""
+        raise NotImplementedError
 
     def onOpen(self) -> None:
         self._live = True
@@ -64,7 +71,7 @@ class AgentServerProtocol(WebSocketServerProtocol):
             self._send_text(jsonrpc.encode_error(None, error))
             return
         self.in_flight += 1
-        d = self.factory.dispatcher.handle_text(payload, extra_handlers=self._verbs)
+        d = self.dispatcher.handle_text(payload, extra_handlers=self._verbs)
         d.addCallback(self._reply)
         d.addErrback(lambda f: self.log.failure("dispatcher failed", f))
 
@@ -81,6 +88,25 @@ class AgentServerProtocol(WebSocketServerProtocol):
     def send_event(self, text: str) -> None:
         """Receive an event from the bus (`EventSubscriber`)."""
         self._send_text(text)
+
+
+class AgentServerProtocol(JsonRpcServerProtocol):
+    """One client connection: authenticates the handshake, dispatches messages, relays events."""
+
+    factory: AgentServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._verbs = {"Host.subscribe": self.subscribe, "Host.unsubscribe": self.unsubscribe}
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The agent's one dispatcher."""
+        return self.factory.dispatcher
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        """Deny a wrong path (404) or a missing or wrong token (401)."""
+        self.factory.check_request(request)
 
     def subscribe(self, patterns: list[str]) -> dict[str, list[str]]:
         """``Host.subscribe``: add event patterns for this connection."""
