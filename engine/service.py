@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -44,7 +44,7 @@ from .interfaces import IEngine, IStore
 from .store.cluster import PostgresCluster, PostgresClusterService
 from .store.errors import DuplicateName
 from .store.postgres import PostgresStore
-from .store.ready import Readiness
+from .store.ready import ReadyService
 from .store.service import StoreService
 
 ADMIN = "admin"
@@ -73,7 +73,7 @@ async def ensure_admin(store: IStore, config: EngineConfig, out: IO[str]) -> str
     return password
 
 
-class EngineService(Service):
+class EngineService(ReadyService):
     """
     Starts the :class:`Engine` once the store is ready, and stops it before the store closes.
 
@@ -85,23 +85,15 @@ class EngineService(Service):
 
     def __init__(self, engine: Engine, config: EngineConfig, *,
                  wait_for_store: Callable[[], Deferred], out: IO[str] | None = None) -> None:
+        super().__init__()
         self.engine = engine
         self._config = config
         self._wait_for_store = wait_for_store
         self._out = out
-        self._readiness = Readiness()
-        self._started: Deferred | None = None
 
     def when_ready(self) -> Deferred:
         """A new Deferred firing with the engine once started, or failing with why not."""
         return self._readiness.when_ready()
-
-    def startService(self) -> None:
-        super().startService()
-        self._readiness.reset()
-        self._started = Deferred.fromCoroutine(self._start())
-        self._started.addErrback(self._start_failed)
-        self._started.addBoth(self._readiness.fire)
 
     async def _start(self) -> Engine:
         await self._wait_for_store()
@@ -113,16 +105,7 @@ class EngineService(Service):
         self.log.error("the engine cannot start: {error}", error=failure.getErrorMessage())
         return failure
 
-    def stopService(self) -> Deferred:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
-
     async def _stop(self) -> None:
-        if self._started is not None:
-            try:
-                await self._readiness.when_ready()
-            except Exception:
-                pass  # logged when it happened
         await self.engine.stop()
 
 

@@ -30,7 +30,6 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
@@ -39,7 +38,7 @@ from twisted.python.failure import Failure
 from txpostgres import txpostgres
 
 from .errors import ClusterError
-from .ready import Readiness
+from .ready import ReadyService
 
 SUPERUSER = "postgres"
 _SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, NUL included
@@ -353,7 +352,7 @@ class PostgresCluster:
             return ""
 
 
-class PostgresClusterService(Service):
+class PostgresClusterService(ReadyService):
     """Starts a :class:`PostgresCluster` with the engine (creating its database on first start)
     and stops it when the engine stops.
 
@@ -366,10 +365,9 @@ class PostgresClusterService(Service):
     log = Logger()
 
     def __init__(self, cluster: PostgresCluster, *, database: str = "vdsmlike") -> None:
+        super().__init__()
         self.cluster = cluster
         self.database = database
-        self._started: Deferred | None = None
-        self._readiness = Readiness()
 
     @property
     def dsn(self) -> str:
@@ -380,13 +378,6 @@ class PostgresClusterService(Service):
         """A new Deferred firing with the DSN once the server accepts connections and the
         database exists, or failing with :class:`~engine.store.errors.ClusterError`."""
         return self._readiness.when_ready()
-
-    def startService(self) -> None:
-        super().startService()
-        self._readiness.reset()
-        self._started = Deferred.fromCoroutine(self._start())
-        self._started.addErrback(self._start_failed)
-        self._started.addBoth(self._readiness.fire)
 
     async def _start(self) -> str:
         await self.cluster.start()
@@ -401,14 +392,5 @@ class PostgresClusterService(Service):
                              dir=self.cluster.data_dir)
         return failure
 
-    def stopService(self) -> Deferred:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
-
     async def _stop(self) -> None:
-        if self._started is not None:
-            try:  # a start in progress finishes first
-                await self._readiness.when_ready()
-            except Exception:
-                pass  # logged when it happened
         await self.cluster.stop()
