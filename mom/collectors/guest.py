@@ -11,6 +11,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vdsmlike.virt.tuning import IO_TUNE_KEYS
+
 #: Guest fields without which a guest is left out of a cycle (VDSM's GuestCpuTune).
 GUEST_FIELDS = frozenset({"vcpu_quota", "vcpu_period", "vcpu_user_limit", "vcpu_count"})
 #: Fields reported when known (VDSM's GuestMemoryOptional, GuestBalloonOptional, IoTune).
@@ -31,15 +33,6 @@ GUEST_OPTIONAL = frozenset(
         "io_tune",
         "io_tune_current",
     }
-)
-#: The six block IO tune limits, as libvirt and VDSM name them.
-IO_TUNE_KEYS = (
-    "total_bytes_sec",
-    "read_bytes_sec",
-    "write_bytes_sec",
-    "total_iops_sec",
-    "read_iops_sec",
-    "write_iops_sec",
 )
 _MEMORY = {
     "mem_total": "mem_available",
