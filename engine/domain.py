@@ -100,6 +100,9 @@ def _name(value: Any, vm_id: UUID) -> str:
         raise InvalidValue(f"name must be a non-empty string, got {value!r}")
     if len(value) > 200 or any(ord(c) < 32 for c in value):
         raise InvalidValue("name must be at most 200 printable characters")
+    if "/" in value:
+        # libvirt refuses '/' in a domain name: refuse it here rather than at start.
+        raise InvalidValue(f"name must not contain '/', got {value!r}")
     return value.strip()
 
 

@@ -25,12 +25,17 @@ class ActionRefused(EngineError):
     :ivar reason: one or a few sentences saying why, for the API and the event log.
     :ivar explanation: for a refused placement, the scheduler's explanation by host name
         (each a list of sentences: the filters that refused it, with numbers); else None.
+    :ivar decision: for a refused placement, the scheduler's whole decision (host ids, names
+        and explanations), for the API; else None.
     """
 
-    def __init__(self, reason: str, explanation: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, reason: str, explanation: dict[str, Any] | None = None, decision: Any = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.explanation = explanation
+        self.decision = decision
 
 
 class ActionInProgress(ActionRefused):

@@ -34,6 +34,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -187,6 +188,22 @@ class _Placeholder(Resource):
         return f"vdsmlike engine: running. {self._why}\n".encode()
 
 
+class _WithoutQuery:
+    """A request as the access log sees it: its URI without the query string."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.uri = request.uri.split(b"?", 1)[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_line(timestamp: str, request: Any) -> str:
+    """The combined access-log line, minus the query: ``/api?token=...`` must not be logged."""
+    return combinedLogFormatter(timestamp, _WithoutQuery(request))
+
+
 def make_site(engine: IEngine, store: IStore, reactor: Any) -> tuple[Site, Callable[[], None]]:
     """
     The site: the admin API's resources when ``engine.api.site`` exists, else a placeholder.
@@ -202,16 +219,18 @@ def make_site(engine: IEngine, store: IStore, reactor: Any) -> tuple[Site, Calla
         if e.name not in (API_SITE_MODULE, "engine.api"):
             raise
         why = "The admin API and web console (engine.api.site) are not installed yet."
-        return Site(_Placeholder(why)), lambda: None
+        return Site(_Placeholder(why), logFormatter=access_log_line), lambda: None
     except Exception as e:  # the engine keeps serving hosts without its API
         log.failure("the admin API failed to load")
-        return Site(_Placeholder(f"The admin API failed to load: {e}")), lambda: None
+        why = f"The admin API failed to load: {e}"
+        return Site(_Placeholder(why), logFormatter=access_log_line), lambda: None
     close = getattr(module, "close_resources", None)
     mounted = dict(resources)
     root = resources.pop("", None) or Resource()
     for segment, resource in resources.items():
         root.putChild(segment.encode("ascii"), resource)
-    return Site(root), (lambda: close(mounted)) if close is not None else (lambda: None)
+    site = Site(root, logFormatter=access_log_line)
+    return site, (lambda: close(mounted)) if close is not None else (lambda: None)
 
 
 class EngineTree(MultiService):

@@ -166,7 +166,7 @@ class VmActions:
                        for h, lines in decision.explanations.items()}
         await self._auditor.record(kind, vm_id=vm.id, vm=vm.name, reason=reason,
                                    explanation=explanation)
-        raise ActionRefused(reason, explanation)
+        raise ActionRefused(reason, explanation, decision)
 
     def _submit(self, action: str, vm: Vm, key: str | None,
                 prepare: Callable[[], Awaitable[Prepared]],

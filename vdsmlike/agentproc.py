@@ -1,5 +1,6 @@
-"""A real ``vdsmlike-agent`` daemon in a child process, for benchmarks and end-to-end tests:
-start it, find its URL, stop it with SIGTERM as an init system would."""
+"""Real daemons in child processes (``vdsmlike-agent``, ``vdsmlike-engine``), for the demo,
+benchmarks and end-to-end tests: start one, find its URL, stop it with SIGTERM as an init
+system would."""
 
 from __future__ import annotations
 
@@ -12,13 +13,95 @@ import time
 from twisted.internet.task import deferLater
 
 
-class AgentProcess:
+class DaemonProcess:
+    """
+    A daemon in a child process that writes its URL to ``<state_dir>/<url_name>`` once it
+    listens; subclasses give the command line (:meth:`argv`).
+
+    :param workdir: where the child's files go (its log, its config).
+    :param detach: start the child in a session of its own, so that a Ctrl-C meant for the
+        parent does not reach it (the parent stops it in order instead).
+    """
+
+    url_name = "daemon.url"
+    log_name = "daemon.log"
+    what = "daemon"
+
+    def __init__(self, workdir: str, state_dir: str, *, detach: bool = False) -> None:
+        self.workdir = workdir
+        self.state_dir = state_dir
+        self.detach = detach
+        self.log_path = os.path.join(workdir, self.log_name)
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def argv(self) -> list[str]:
+        """The child's command line."""
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        """Start the process (returns at once); a stale URL file is removed first."""
+        os.makedirs(self.state_dir, exist_ok=True)
+        url_file = os.path.join(self.state_dir, self.url_name)
+        if os.path.exists(url_file):
+            os.unlink(url_file)
+        argv = self.argv()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self._proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.detach
+        )
+        log.close()
+
+    def url(self) -> str | None:
+        """The URL the daemon wrote once listening, or None yet."""
+        try:
+            with open(os.path.join(self.state_dir, self.url_name), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def running(self) -> bool:
+        """:returns: whether the child was launched and has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    async def start(self, reactor, timeout: float = 60.0) -> str:
+        """Launch and wait until the daemon listens. :returns: its URL."""
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while (url := self.url()) is None:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.what} did not start; see {self.log_path}")
+            await deferLater(reactor, 0.05, lambda: None)
+        return url
+
+    async def stop(self, reactor, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit (SIGKILL after ``timeout``). :returns: the status."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self._proc.poll() is None:
+            if time.monotonic() > deadline:
+                self._proc.kill()
+            await deferLater(reactor, 0.05, lambda: None)
+        return self._proc.returncode
+
+
+class AgentProcess(DaemonProcess):
     """
     One agent daemon in a child process, configured through an INI file in ``workdir``.
 
     :param settings: ``[vars]`` settings (e.g. ``vm_sample_interval=1.0``).
     :param mom: ``[mom]`` settings (e.g. ``{"policy_interval": 1}``).
     """
+
+    url_name = "agent.url"
+    log_name = "agent.log"
+    what = "agent"
 
     def __init__(
         self,
@@ -28,22 +111,15 @@ class AgentProcess:
         token: str | None = None,
         validate_results: bool = False,
         mom: dict | None = None,
+        detach: bool = False,
         **settings,
     ):
-        self.workdir = workdir
-        self.state_dir = os.path.join(workdir, "state")
+        super().__init__(workdir, os.path.join(workdir, "state"), detach=detach)
         self.libvirt_uri = libvirt_uri
         self.token = token
         self.settings = settings
         self.validate_results = validate_results
         self.mom = mom or {}
-        self.log_path = os.path.join(workdir, "agent.log")
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
 
     def _write_config(self) -> str:
         path = os.path.join(self.workdir, "agent.conf")
@@ -57,13 +133,8 @@ class AgentProcess:
             f.write("\n".join(lines) + "\n")
         return path
 
-    def launch(self) -> None:
-        """Start the process (returns at once)."""
-        os.makedirs(self.state_dir, exist_ok=True)
-        url_file = os.path.join(self.state_dir, "agent.url")
-        if os.path.exists(url_file):
-            os.unlink(url_file)
-        argv = [
+    def argv(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "vdsmlike.cli.agent",
@@ -76,38 +147,47 @@ class AgentProcess:
             "--libvirt-uri",
             self.libvirt_uri,
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
 
-    def url(self) -> str | None:
-        """The URL the agent wrote once listening, or None yet."""
+
+class EngineProcess(DaemonProcess):
+    """
+    The ``vdsmlike-engine`` daemon in a child process; its state dir is ``<workdir>/state``.
+
+    :param listen: ``HOST:PORT`` (port 0 picks one).
+    :param db: a PostgreSQL DSN, or None for the engine's embedded cluster in its state dir.
+    :param args: more command-line arguments (e.g. ``--config FILE``).
+    """
+
+    url_name = "engine.url"
+    log_name = "engine.log"
+    what = "engine"
+
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        listen: str = "127.0.0.1:0",
+        db: str | None = None,
+        args: tuple[str, ...] = (),
+        detach: bool = False,
+    ) -> None:
+        super().__init__(workdir, os.path.join(workdir, "state"), detach=detach)
+        self.listen = listen
+        self.db = db
+        self.args = args
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "engine.cli", "--listen", self.listen]
+        argv += ["--state-dir", self.state_dir, *self.args]
+        return argv + (["--db", self.db] if self.db else [])
+
+    def admin_password(self) -> str | None:
+        """The admin password the first start wrote (mode 0600), or None."""
         try:
-            with open(os.path.join(self.state_dir, "agent.url"), encoding="utf-8") as f:
+            with open(os.path.join(self.state_dir, "admin-password"), encoding="utf-8") as f:
                 return f.read().strip() or None
         except FileNotFoundError:
             return None
-
-    async def start(self, reactor, timeout: float = 60.0) -> str:
-        """Launch and wait until the agent listens. :returns: its URL."""
-        self.launch()
-        deadline = time.monotonic() + timeout
-        while (url := self.url()) is None:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agent did not start; see {self.log_path}")
-            await deferLater(reactor, 0.05, lambda: None)
-        return url
-
-    async def stop(self, reactor, timeout: float = 30.0) -> int:
-        """SIGTERM and wait for the exit. :returns: the exit status."""
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self._proc.poll() is None:
-            if time.monotonic() > deadline:
-                self._proc.kill()
-            await deferLater(reactor, 0.05, lambda: None)
-        return self._proc.returncode
 
 
 async def connect_when_ready(reactor, url: str, *, token: str | None = None, timeout: float = 60.0):

@@ -208,7 +208,9 @@ def refusal(error: BaseException) -> dict[str, Any]:
     reason = getattr(error, "reason", None) or str(error) or type(error).__name__
     data: dict[str, Any] = {
         "reason": str(reason),
-        "hosts": explanation(getattr(error, "explanation", None)),
+        "hosts": explanation(
+            getattr(error, "decision", None) or getattr(error, "explanation", None)
+        ),
     }
     job_id = getattr(error, "job_id", None)
     if job_id is not None:

@@ -136,7 +136,8 @@ async def test_host_and_vm_lifecycle(api, engine_agents):
 
 @pytest_twisted.ensureDeferred
 async def test_refused_start_carries_the_schedulers_explanation(api, engine_agents):
-    """A VM no host can hold is refused with 4092 and, for every host, why (memory)."""
+    """A VM no host can hold is refused with 4092 and, for every host (by id and name), why
+    (memory)."""
     client = await api.login(ADMIN, api.password)
     await client.call("Engine.subscribe")
     await up_host(client, "h1", await engine_agents.start())
@@ -146,6 +147,8 @@ async def test_refused_start_carries_the_schedulers_explanation(api, engine_agen
     assert error.message.startswith("Action refused: ")
     hosts = error.data["hosts"]
     assert sorted(h["name"] for h in hosts) == ["h1", "h2"]
+    ids = {h["name"]: h["id"] for h in await client.call("Hosts.list")}
+    assert {h["name"]: h["id"] for h in hosts} == ids, "each explanation names its host's id"
     for host in hosts:
         assert host["passed"] is False
         assert any("memory" in reason for reason in host["reasons"]), host

@@ -102,15 +102,16 @@ def fetch(url: str) -> int:
 @pytest_twisted.ensureDeferred
 async def test_daemon_end_to_end(scratch):
     """Started with nothing but a state dir and port 0, the daemon runs its own PostgreSQL,
-    writes its URL, answers HTTP there, creates the admin account and prints its password once
-    (also in a 0600 file); stopped and started again, it keeps the account and prints
-    nothing."""
+    writes its URL, answers HTTP there (logging no query string: a token may be in it), creates
+    the admin account and prints its password once (also in a 0600 file); stopped and started
+    again, it keeps the account and prints nothing."""
     state = scratch / "state"
     daemon = Daemon(state)
     daemon.start()
     url = await daemon.url()
     assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/")
     assert await deferToThread(fetch, url) in (200, 404)
+    await deferToThread(fetch, url + "?token=sekrit-in-query")
     printed = daemon.output()
     assert "password" in printed
     secret = (state / "admin-password").read_text().strip()
@@ -126,6 +127,7 @@ async def test_daemon_end_to_end(scratch):
         store.close()
     assert await daemon.stop() == 0
     assert not await cluster.running()
+    assert '"GET / HTTP/1.1"' in daemon.log() and "sekrit-in-query" not in daemon.log()
 
     daemon.start()
     again = await daemon.url()

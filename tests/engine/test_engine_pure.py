@@ -66,6 +66,7 @@ def test_minimal_spec_and_stable_macs():
 
 @pytest.mark.parametrize("spec, word", [
     ({"memory_mib": 1}, "name"),
+    ({"name": "a/b", "memory_mib": 1}, "name must not contain '/'"),
     ({"name": "x", "memory_mib": -1}, "memory_mib"),
     ({"name": "x", "memory_mib": True}, "memory_mib"),
     ({"name": "x", "memory_mib": 1, "vcpus": 0}, "vcpus"),
