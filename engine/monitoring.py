@@ -29,7 +29,8 @@ from . import wire
 from .config import EngineConfig
 from .decide import hoststate
 from .decide.hoststate import HostEvent, HostState, Transition
-from .decide.policies import CpuBand, Policy, cpu_band_since, cpu_over_commit_seconds
+from .decide.policies import Policy
+from .decide.utilization import CpuBand, cpu_band_since, cpu_over_commit_seconds
 from .events import Auditor, LiveEvents
 from .hostlink import HostLink, LinkEvent, LinkEventKind
 from .interfaces import IStore

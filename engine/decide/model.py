@@ -46,7 +46,7 @@ class HostView:
     :ivar cpu_over_commit_seconds: how long the CPU load has stayed on its current side outside
         the policy's [LowUtilization, HighUtilization] band, as of the snapshot; 0 while inside.
         oVirt keeps the start as ``cpu_over_commit_time_stamp``; the shell keeps it with
-        :func:`engine.decide.policies.cpu_band_since` and passes the duration.
+        :func:`engine.decide.utilization.cpu_band_since` and passes the duration.
     """
 
     id: str

@@ -13,16 +13,18 @@ from engine.decide.policies import (
     DEFAULT_POLICY,
     MANDATORY_FILTERS,
     PARAMETERS,
-    CpuBand,
     Policy,
     PolicyError,
     PolicyParameters,
+    effective_filters,
+    make_policy,
+)
+from engine.decide.utilization import (
+    CpuBand,
     classify,
     cpu_band,
     cpu_band_since,
     cpu_over_commit_seconds,
-    effective_filters,
-    make_policy,
 )
 
 HOT = 300.0  # seconds outside the band: longer than the default 2 minutes
