@@ -21,6 +21,7 @@ BENCHES = {
         "full": [],
     },
     "bench.bench_engine": {"quick": ["--quick"], "full": []},
+    "bench.bench_balance": {"quick": ["--noisy-rounds", "30"], "full": []},
 }
 
 

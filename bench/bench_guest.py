@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 
 from vdsmlike.agentproc import AgentProcess, connect_when_ready
 from vdsmlike.virt.embedded import prepare_embedded_root
-from vdsmlike.virt.libvirt import ensure_event_loop
+from vdsmlike.virt.libvirt_loop import ensure_event_loop
 from vdsmlike.vm.domxml import build_domain
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

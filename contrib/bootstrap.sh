@@ -11,7 +11,8 @@ what=${1:-install}
 shift || true
 
 DEBS=(python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu
-      libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio postgresql)
+      libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio postgresql
+      chromium)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
@@ -46,6 +47,12 @@ install_venv() {
     fi
 }
 
+vendor_console() {
+    # xterm.js for the web console's serial view, pinned and verified; skipped when present.
+    log "vendoring the web console's xterm.js (cached)"
+    .venv/bin/python -m engine.console.vendor >/dev/null
+}
+
 build_guest() {
     log "building the test guest image (cached)"
     contrib/guest-image/build.sh >/dev/null
@@ -53,6 +60,7 @@ build_guest() {
 
 install_debs
 install_venv
+vendor_console
 build_guest
 
 case "$what" in

@@ -10,6 +10,9 @@ The INI file (``--config``)::
     pool_size = 10                ; database connections
     log_level = info
 
+    [api]
+    session_ttl = 28800           ; seconds an admin API login lasts (8 hours)
+
     [monitoring]                  ; seconds unless said otherwise
     host_stats_interval = 5       ; Host.getStats per host (oVirt: 15)
     vm_stats_interval = 5         ; Host.getAllVmStats per host (oVirt: 3, without events)
@@ -21,6 +24,7 @@ The INI file (``--config``)::
     connect_timeout = 10
     call_timeout = 60
     reconnect_max_delay = 10      ; backoff ceiling between connection attempts
+    console_poll_interval = 0.25  ; VM.getConsoleOutput per watched VM console
 
     [scheduling]
     policy = none                 ; none, evenly_distributed, power_saving, vm_evenly_distributed
@@ -67,6 +71,7 @@ class EngineConfig:
     database: str = "vdsmlike"
     pool_size: int = 10
     log_level: str = "info"
+    session_ttl: float = 8 * 3600.0
     host_stats_interval: float = 5.0
     vm_stats_interval: float = 5.0
     heartbeat_interval: float = 2.0
@@ -87,6 +92,7 @@ class EngineConfig:
     shutdown_timeout: float = 120.0
     pause_timeout: float = 30.0
     migrate_timeout: float = 300.0
+    console_poll_interval: float = 0.25
 
     @property
     def timing(self) -> HostTiming:
@@ -124,12 +130,14 @@ _INI_KEYS = {
     ("engine", "database"): "database",
     ("engine", "pool_size"): "pool_size",
     ("engine", "log_level"): "log_level",
+    ("api", "session_ttl"): "session_ttl",
     ("scheduling", "policy"): "policy",
     ("scheduling", "memory_over_commit"): "memory_over_commit",
     **{("monitoring", name): name for name in (
         "host_stats_interval", "vm_stats_interval", "heartbeat_interval", "heartbeat_timeout",
         "misses_to_suspect", "grace_period", "install_timeout", "connect_timeout",
         "call_timeout", "reconnect_initial_delay", "reconnect_max_delay", "auto_ping_interval",
+        "console_poll_interval",
     )},
     **{("vms", name): name for name in (
         "start_timeout", "stop_timeout", "shutdown_timeout", "pause_timeout", "migrate_timeout",
@@ -232,7 +240,8 @@ def check(config: EngineConfig) -> EngineConfig:
         raise ConfigError("pool_size must be at least 1")
     for name in ("host_stats_interval", "vm_stats_interval", "connect_timeout", "call_timeout",
                  "start_timeout", "stop_timeout", "shutdown_timeout", "pause_timeout",
-                 "migrate_timeout", "reconnect_initial_delay", "reconnect_max_delay"):
+                 "migrate_timeout", "reconnect_initial_delay", "reconnect_max_delay",
+                 "session_ttl", "console_poll_interval"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
     try:

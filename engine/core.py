@@ -4,8 +4,10 @@ scheduler.
 :class:`Engine` wires the pieces and delegates: host operations to
 :class:`~engine.hosts.HostActions`, VM operations to :class:`~engine.vms.VmActions`, reports to
 :class:`~engine.vmsync.VmSync`, jobs to :class:`~engine.jobs.JobRunner`, live events to
-:class:`~engine.events.LiveEvents`. Its :meth:`Engine.start` is how the engine converges after a
-restart: it reads every host and VM from the store, fails the jobs the previous run left
+:class:`~engine.events.LiveEvents`, serial consoles to
+:class:`~engine.consolerelay.ConsoleRelay`, power management and fencing to
+:class:`~engine.fence.actions.FenceActions`. Its :meth:`Engine.start` is how the engine converges
+after a restart: it reads every host and VM from the store, fails the jobs the previous run left
 unfinished, and starts a monitor per host (each host resumes its stored state, with a grace
 period to reconnect; on connection its VM list is reconciled with the store). ``EngineService``
 (:mod:`engine.service`) starts and stops it with the daemon.
@@ -22,9 +24,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .config import EngineConfig
+from .consolerelay import ConsolePlace, ConsoleRelay, ConsoleWatch, Listener
 from .decide.scheduler import PendingResources
 from .errors import EngineNotReady
 from .events import Auditor, LiveEvents
+from .fence.actions import FenceActions
 from .hosts import HostActions
 from .interfaces import IEngine, IStore
 from .jobs import JobRunner
@@ -85,6 +89,14 @@ class Engine:
             monitors=self.monitors, make_monitor=self._make_monitor,
             migrate=self.vm_actions.migrate_vm, clock=self.clock,
         )
+        self.fencing = FenceActions(
+            store=store, jobs=self.jobs, auditor=self.auditor, monitors=self.monitors,
+            vmsync=self.sync, reactor=reactor,
+        )
+        self.console = ConsoleRelay(
+            self._console_place, clock=self.clock, interval=config.console_poll_interval,
+            timeout=min(config.call_timeout, 10.0))
+        self.live.subscribe(self._console_follow)
         self.ready = False
 
     def _make_monitor(self, host: Host, status: Any) -> HostMonitor:
@@ -116,6 +128,7 @@ class Engine:
         if not self.ready:
             return
         self.ready = False
+        self.console.stop()
         self.jobs.stopping()
         self.vms.interrupt()
         for monitor in list(self.monitors.values()):
@@ -155,6 +168,25 @@ class Engine:
     def activate(self, host_id: Any, *, idempotency_key: str | None = None) -> Deferred:
         return self._run(lambda: self.host_actions.activate(_uuid(host_id, "host"),
                                                             key=idempotency_key))
+
+    # -- power management and fencing (engine/fence/actions.py) -----------------------------
+
+    def get_power_management(self, host_id: Any) -> Deferred:
+        return self._run(lambda: self.fencing.get_power_management(_uuid(host_id, "host")))
+
+    def set_power_management(self, host_id: Any, *, enabled: bool, driver: str,
+                             options: Mapping[str, Any], fencing_enabled: bool = True) -> Deferred:
+        return self._run(lambda: self.fencing.set_power_management(
+            _uuid(host_id, "host"), enabled=enabled, driver=driver, options=options,
+            fencing_enabled=fencing_enabled))
+
+    def power_status(self, host_id: Any) -> Deferred:
+        return self._run(lambda: self.fencing.power_status(_uuid(host_id, "host")))
+
+    def fence(self, host_id: Any, action: str, *, agent: str | None = None, force: bool = False,
+              idempotency_key: str | None = None) -> Deferred:
+        return self._run(lambda: self.fencing.fence(
+            _uuid(host_id, "host"), action, agent=agent, force=force, key=idempotency_key))
 
     # -- VMs ---------------------------------------------------------------------------------
 
@@ -202,6 +234,31 @@ class Engine:
         return self._run(lambda: self.vm_actions.migrate_vm(
             _uuid(vm_id, "vm"), host_id=None if host_id is None else _uuid(host_id, "host"),
             key=idempotency_key))
+
+    # -- consoles ----------------------------------------------------------------------------
+
+    def read_console(self, vm_id: Any, *, offset: int | None = None,
+                     size: int | None = None) -> Deferred:
+        return self._run(lambda: self.console.read(_uuid(vm_id, "vm"), offset=offset, size=size))
+
+    def watch_console(self, vm_id: Any, listener: Listener, *,
+                      offset: int | None = None) -> Deferred[ConsoleWatch]:
+        return self._run(lambda: self.console.watch(_uuid(vm_id, "vm"), listener, offset=offset))
+
+    def _console_place(self, vm_id: UUID) -> ConsolePlace:
+        """Where a VM's console is: its host and that host's link (the relay's ``locate``)."""
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            raise NotFound("vm", vm_id)
+        monitor = self.monitors.get(vm.dynamic.run_on_host)  # type: ignore[arg-type]
+        if monitor is None:
+            return ConsolePlace(vm.name)
+        return ConsolePlace(vm.name, monitor.id, monitor.name, monitor.link)
+
+    def _console_follow(self, kind: str, payload: Any) -> None:
+        """A watched VM that stops starts over at its next run (see ``ConsoleRelay``)."""
+        if kind == "vm" and payload.id in self.console.streams:
+            self.console.vm_changed(payload.id, payload.dynamic.run_on_host is not None)
 
     # -- events and jobs ---------------------------------------------------------------------
 

@@ -91,6 +91,18 @@ class IStore(Interface):
         """:returns: a Deferred firing with the latest ``HostStatistics`` samples, oldest
         first."""
 
+    def get_power_management(host_id):
+        """:returns: a Deferred firing with the host's ``HostPowerManagement`` (the disabled
+        defaults if it has none); failing with ``NotFound``."""
+
+    def set_power_management(settings):
+        """
+        Replace a host's power management with a ``HostPowerManagement``.
+
+        :returns: a Deferred firing with the stored ``HostPowerManagement``; failing with
+            ``NotFound``, or ``InvalidValue`` (enabled without a driver).
+        """
+
     # VMs: static (definition), dynamic (runtime state), statistics.
 
     def add_vm(vm, *, dynamic=None):
@@ -313,6 +325,42 @@ class IEngine(Interface):
     def activate(host_id, *, idempotency_key=None):
         """Bring a host out of Maintenance; fires with the ``Job``."""
 
+    def get_power_management(host_id):
+        """Fires with the host's ``HostPowerManagement`` (secrets included: the API hides
+        them)."""
+
+    def set_power_management(host_id, *, enabled, driver, options, fencing_enabled=True):
+        """
+        Configure a host's power management: the driver (``vdsmlike.engine.power``) and its
+        options, checked by the driver before they are stored.
+
+        :returns: a Deferred firing with the stored ``HostPowerManagement``; failing with
+            ``NotFound``, or ``InvalidValue`` for an unknown driver or options it refuses.
+        """
+
+    def power_status(host_id):
+        """
+        Ask the host's power status now: through its power driver when power management is
+        enabled, else from its agent (``soft``). Not a job, not audited.
+
+        :returns: a Deferred firing with an ``engine.fence.result.FenceResult``.
+        """
+
+    def fence(host_id, action, *, agent=None, force=False, idempotency_key=None):
+        """
+        Fence a host, as a job: ``restart`` (its agent, ``soft``), ``status``, ``off``, ``on``,
+        ``reboot`` (``power``). Each step is an audit event with its proof; an ``off`` proven
+        done takes the host Down and its VMs Down.
+
+        :param agent: ``soft`` or ``power``; None picks ``soft`` for ``restart``, ``power``
+            for the others (``soft`` for ``status`` without power management).
+        :param force: power off or reboot a host that is Up with running VMs.
+        :returns: a Deferred firing with the ``Job`` (it fails when the fence is not proven
+            done; its result is the ``FenceResult``); failing with ``NotFound``,
+            ``InvalidValue`` (an action the agent cannot do), ``Conflict`` (no power
+            management, or an Up host with VMs without ``force``), ``ActionInProgress``.
+        """
+
     def add_vm(spec):
         """
         Define a VM.
@@ -352,6 +400,30 @@ class IEngine(Interface):
 
     def migrate_vm(vm_id, *, host_id=None, idempotency_key=None):
         """Live-migrate to ``host_id`` or the scheduler's pick; fires with the ``Job``."""
+
+    def read_console(vm_id, *, offset=None, size=None):
+        """
+        Read a VM's serial console once, from the host it runs on (the agent's
+        ``VM.getConsoleOutput``: ``offset`` None for the tail, ``size`` None for its default).
+
+        :returns: a Deferred firing with ``{data, offset, next, size, reset, host}`` (``host``:
+            the host's id); failing with ``NotFound`` for an unknown VM, ``Conflict`` when it
+            runs on no host, its host is not reachable, or its agent refuses (no file-backed
+            serial port).
+        """
+
+    def watch_console(vm_id, listener, *, offset=None):
+        """
+        Stream a VM's serial console: ``listener({"vm", "data", "offset", "next", "reset"})``
+        is called on the reactor thread for each new piece of output, in order, whatever host
+        the VM runs on (a piece from a new log, after a restart or a migration, has ``reset``
+        true and ``offset`` 0). One poller per VM serves all its watchers.
+
+        :param offset: where to start; None: the current end of the log.
+        :returns: a Deferred firing with an ``engine.consolerelay.ConsoleWatch`` (``start``:
+            where its pieces start; ``stop()`` ends it); failing with ``NotFound``, or
+            ``Conflict`` when the agent refuses the console.
+        """
 
     def list_events(**filters):
         """The audit log, newest first (the store's ``list_events`` filters)."""

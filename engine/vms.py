@@ -342,6 +342,8 @@ class VmActions:
                    destination=dest.name)
         params = {"vmId": str(vm.id), "dst": f"{dest.row.static.address}:{dest.row.static.port}",
                   "dstHostId": str(dest.id), "method": "online"}
+        if dest.row.static.token:
+            params["dstToken"] = dest.row.static.token  # the source agent logs in to the other
         try:
             await source.link.call("VM.migrate", {"vmID": str(vm.id), "params": params})
         except (RemoteError, LinkDown, CallTimeout) as e:

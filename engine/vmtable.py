@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -141,11 +142,13 @@ class VmTable:
             waiter.errback(VmGone(f"VM {vm_id} was removed"))
 
     def set_statistics(self, samples: list[VmStatistics]) -> None:
-        """Keep the latest sample of each known VM (the caller writes them to the store)."""
+        """Keep the latest sample of each known VM and publish it live (the caller writes them
+        to the store)."""
         for sample in samples:
             vm = self._vms.get(sample.vm_id)
             if vm is not None:
-                self._vms[sample.vm_id] = dataclasses.replace(vm, statistics=sample)
+                vm = self._vms[sample.vm_id] = dataclasses.replace(vm, statistics=sample)
+                self._live.publish("vm", vm)
 
     def _set(self, vm: Vm) -> None:
         old = self._vms.get(vm.id)
@@ -201,7 +204,10 @@ class VmTable:
                 dynamic = dataclasses.replace(dynamic, last_notify_time=held)
             elif held is not None and dynamic.last_notify_time < held:
                 return succeed(False)
-        dynamic = dataclasses.replace(dynamic, updated=None)
+        # The store stamps its own time when it writes; until then the engine's clock says when
+        # the state changed, so live notifications carry it (the console's uptime reads it).
+        now = datetime.fromtimestamp(self._clock.seconds(), UTC)
+        dynamic = dataclasses.replace(dynamic, updated=now)
         self._set(dataclasses.replace(current, dynamic=dynamic))
         lock = self._locks.setdefault(dynamic.vm_id, DeferredLock())
         d = lock.run(lambda: Deferred.fromCoroutine(self._write(dynamic, force, event,

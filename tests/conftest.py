@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from vdsmlike.agentproc import kill_guests_under
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 if str(TESTS) not in sys.path:  # for "import guests" and "from contracts import ..."
@@ -61,4 +63,5 @@ def embedded_root() -> Iterator[Path]:
         'stdio_handler = "file"\nuser = "root"\ngroup = "root"\n'
     )
     yield root
+    kill_guests_under(str(root))
     shutil.rmtree(root, ignore_errors=True)

@@ -190,6 +190,31 @@ class EngineProcess(DaemonProcess):
             return None
 
 
+def kill_guests_under(path: str) -> list[int]:
+    """
+    SIGKILL every QEMU whose command line mentions ``path`` (an embedded root or a work dir):
+    stopping an agent leaves its VMs running, by design, so whoever made the root cleans up.
+
+    :returns: the pids killed.
+    """
+    killed = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"qemu-system" in argv[0] and path.encode() in b" ".join(argv):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(int(pid))
+    return killed
+
+
 async def connect_when_ready(reactor, url: str, *, token: str | None = None, timeout: float = 60.0):
     """
     Connect to an agent and wait until it has recovered its VMs (verbs stop answering 99).

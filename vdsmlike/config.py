@@ -23,6 +23,21 @@ The INI file (``--config``, e.g. ``contrib/agent.conf.example``)::
     vm_sample_interval = 15       ; seconds between libvirt bulk samples
     host_sample_interval = 15     ; seconds between host samples
     ksm_dir = /sys/kernel/mm/ksm  ; KSM's sysfs knobs, written by Host.setKsmTune
+    ; live migration (VDSM's names and defaults; docs/migration.md)
+    max_outgoing_migrations = 2   ; more outgoing migrations wait for a slot
+    max_incoming_migrations = 2   ; VM.migrationCreate refuses more (82)
+    migration_max_bandwidth = 52  ; MiB/s when VM.migrate gives none (0: unlimited)
+    migration_downtime = 500      ; ms, end of the downtime ramp (no convergence schedule)
+    migration_downtime_steps = 5
+    migration_downtime_delay = 100      ; s per GiB of guest RAM for the whole ramp
+    migration_progress_timeout = 240    ; s without progress before aborting (0: never)
+    migration_max_time_per_gib_mem = 64 ; s per GiB of guest RAM before aborting (0: never)
+    migration_monitor_interval = 10     ; s between progress samples and events
+    migration_retry_timeout = 10        ; s before asking a busy destination again
+    migration_create_timeout = 600      ; s to wait for VM.migrationCreate's answer
+    migration_destination_timeout = 21600 ; s an incoming VM may wait to arrive
+    migration_address =           ; where this host's QEMU receives migrations (told to sources)
+    migration_libvirt_uri =       ; this libvirt as sources' daemons reach it (default: libvirt_uri)
 
     [hooks]
     timeout = 300                 ; seconds before a hook script's process group is killed
@@ -47,6 +62,8 @@ import configparser
 import ipaddress
 import os
 from dataclasses import dataclass, fields, replace
+
+from .vm.migration import MigrationSettings
 
 DEFAULT_STATE_DIR = "/var/lib/vdsmlike"
 DEFAULT_LISTEN = "127.0.0.1:54321"
@@ -86,6 +103,20 @@ class AgentConfig:
     mom_sample_history: int = 10
     mom_policy_dir: str = ""
     mom_controllers: str = "Balloon, KSM, CpuTune, IoTune"
+    max_outgoing_migrations: int = 2
+    max_incoming_migrations: int = 2
+    migration_max_bandwidth: int = 52
+    migration_downtime: int = 500
+    migration_downtime_steps: int = 5
+    migration_downtime_delay: float = 100.0
+    migration_progress_timeout: float = 240.0
+    migration_max_time_per_gib_mem: float = 64.0
+    migration_monitor_interval: float = 10.0
+    migration_retry_timeout: float = 10.0
+    migration_create_timeout: float = 600.0
+    migration_destination_timeout: float = 21600.0
+    migration_address: str = ""
+    migration_libvirt_uri: str = ""
 
     @property
     def runtime_dir(self) -> str:
@@ -136,6 +167,24 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+#: The ``[vars]`` migration settings, named as in VDSM's config (and as AgentConfig's fields).
+_MIGRATION_KEYS = (
+    "max_outgoing_migrations",
+    "max_incoming_migrations",
+    "migration_max_bandwidth",
+    "migration_downtime",
+    "migration_downtime_steps",
+    "migration_downtime_delay",
+    "migration_progress_timeout",
+    "migration_max_time_per_gib_mem",
+    "migration_monitor_interval",
+    "migration_retry_timeout",
+    "migration_create_timeout",
+    "migration_destination_timeout",
+    "migration_address",
+    "migration_libvirt_uri",
+)
+
 _INI_KEYS = {
     ("agent", "state_dir"): "state_dir",
     ("agent", "libvirt_uri"): "libvirt_uri",
@@ -150,6 +199,7 @@ _INI_KEYS = {
     ("vars", "vm_sample_interval"): "vm_sample_interval",
     ("vars", "host_sample_interval"): "host_sample_interval",
     ("vars", "ksm_dir"): "ksm_dir",
+    **{("vars", name): name for name in _MIGRATION_KEYS},
     ("hooks", "timeout"): "hook_timeout",
     ("hooks", "plugins"): "hook_plugins",
     ("hooks", "disabled_plugins"): "hook_disabled_plugins",
@@ -292,7 +342,44 @@ def finish(config: AgentConfig) -> AgentConfig:
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     _check_mom(config)
+    _check_migration(config)
     return config
+
+
+def _check_migration(config: AgentConfig) -> None:
+    for name in ("max_outgoing_migrations", "max_incoming_migrations"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"[vars] {name} must be at least 1")
+    for name in ("migration_monitor_interval", "migration_retry_timeout",
+                 "migration_create_timeout", "migration_destination_timeout"):  # fmt: skip
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"[vars] {name} must be a positive number of seconds")
+    for name in ("migration_max_bandwidth", "migration_downtime", "migration_downtime_delay",
+                 "migration_progress_timeout", "migration_max_time_per_gib_mem"):  # fmt: skip
+        if getattr(config, name) < 0:
+            raise ConfigError(f"[vars] {name} must not be negative")
+    if config.migration_downtime_steps < 1:
+        raise ConfigError("[vars] migration_downtime_steps must be at least 1")
+
+
+def migration_settings(config: AgentConfig) -> MigrationSettings:
+    """:returns: the host's migration settings from its configuration."""
+    return MigrationSettings(
+        max_outgoing=config.max_outgoing_migrations,
+        max_incoming=config.max_incoming_migrations,
+        max_bandwidth=config.migration_max_bandwidth,
+        downtime=config.migration_downtime,
+        downtime_steps=config.migration_downtime_steps,
+        downtime_delay=config.migration_downtime_delay,
+        progress_timeout=config.migration_progress_timeout,
+        max_time_per_gib=config.migration_max_time_per_gib_mem,
+        monitor_interval=config.migration_monitor_interval,
+        retry_timeout=config.migration_retry_timeout,
+        create_timeout=config.migration_create_timeout,
+        destination_timeout=config.migration_destination_timeout,
+        address=config.migration_address,
+        libvirt_uri=config.migration_libvirt_uri,
+    )
 
 
 def _check_mom(config: AgentConfig) -> None:

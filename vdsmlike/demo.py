@@ -16,7 +16,6 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -28,7 +27,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from . import client as rpc_client
-from .agentproc import AgentProcess, EngineProcess
+from .agentproc import AgentProcess, EngineProcess, kill_guests_under
 from .logs import start_logging
 
 log = Logger()
@@ -235,17 +234,8 @@ async def stop_cluster(reactor: Any, demo: Demo) -> None:
 
 def _kill_leftover_guests(state_dir: str) -> None:
     """SIGKILL any QEMU still running from an embedded root of ours (only after a failure)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"qemu-system" in argv[0] and state_dir.encode() in b" ".join(argv):
-            log.warn("killing a leftover guest (pid {pid})", pid=pid)
-            os.kill(int(pid), signal.SIGKILL)
+    for pid in kill_guests_under(state_dir):
+        log.warn("killed a leftover guest (pid {pid})", pid=pid)
 
 
 async def run_demo(reactor: Any, settings: DemoSettings) -> None:

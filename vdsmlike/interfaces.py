@@ -2,8 +2,9 @@
 
 Every method that touches the outside world returns a Deferred. Implementations:
 ``LibvirtHypervisor`` (real, any libvirt URI) and ``MemoryHypervisor`` (in-memory twin with the
-same errors and events) for :class:`IHypervisor`; ``ThreadPoolRunner`` and ``SynchronousRunner``
-for :class:`IBlockingRunner`.
+same errors and events) for :class:`IHypervisor` and :class:`ILiveMigration`;
+``ThreadPoolRunner`` and ``SynchronousRunner`` for :class:`IBlockingRunner`;
+``WebSocketAgentConnector`` for :class:`IAgentConnector`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,90 @@ class IHypervisor(Interface):
         :returns: a Deferred firing with ``{vm_id: {libvirt stats key: value}}`` using libvirt's
             flat keys (``cpu.time``, ``balloon.current``, ``block.0.rd.bytes``, ...), plus
             ``"state.state"``. Domains that vanish mid-call are omitted, never an error.
+        """
+
+
+class ILiveMigration(Interface):
+    """
+    Live migration of a hypervisor's domains: the outgoing half on the source, the incoming
+    half on the destination. Provided by the same objects as :class:`IHypervisor`, with the
+    same errors; a separate seam because it is a separate concern (``IHypervisor`` stays narrow).
+
+    Real libvirt migrates peer-to-peer, daemon to daemon (``VIR_MIGRATE_LIVE |
+    VIR_MIGRATE_PEER2PEER``): the destination's domain appears and resumes by itself, with
+    STARTED/MIGRATED and RESUMED/MIGRATED events there, and the source's ends with
+    STOPPED/MIGRATED. Adapters that cannot migrate (``migration_support.emulated``) emulate it
+    (:mod:`vdsmlike.vm.migration_emulation`) with the same events and errors.
+    """
+
+    migration_support = Attribute(
+        "A vdsmlike.vm.migration.MigrationSupport: can it send, receive, and is it emulated."
+    )
+
+    def migratable_xml(vm_id):
+        """
+        :returns: a Deferred firing with the domain's XML as a destination should define it
+            (libvirt's ``VIR_DOMAIN_XML_MIGRATABLE``).
+        """
+
+    def migrate(vm_id, request):
+        """
+        Migrate a running or paused domain live to ``request.dest_uri``
+        (a :class:`vdsmlike.vm.migration.MigrationRequest`).
+
+        :returns: a Deferred firing with None once the domain runs on the destination and is
+            gone here; failing with ``HypervisorError`` (libvirt's message) when the migration
+            failed or was aborted, and then the domain still runs here.
+        """
+
+    def job_stats(vm_id):
+        """
+        :returns: a Deferred firing with the running migration's
+            :class:`vdsmlike.vm.migration.JobStats`, or None when no migration job runs.
+        """
+
+    def abort_job(vm_id):
+        """
+        Abort the domain's running migration; its ``migrate`` Deferred then fails.
+
+        :returns: a Deferred firing with None; failing with ``HypervisorError`` when no job runs.
+        """
+
+    def set_migration_speed(vm_id, mib_per_s):
+        """Limit the migration bandwidth, MiB/s (0: unlimited), now or for the next migration."""
+
+    def set_migration_downtime(vm_id, ms):
+        """Allow the final switch-over to pause the guest up to ``ms`` milliseconds."""
+
+    def prepare_incoming(xml):
+        """
+        Get ready to receive the domain ``xml`` describes (the destination's half).
+
+        Real libvirt needs nothing (the source's daemon creates the domain here); an emulating
+        adapter defines it paused, as QEMU waits with ``-incoming``.
+
+        :returns: a Deferred firing with None.
+        """
+
+    def finish_incoming(vm_id):
+        """
+        Complete a received domain once the source says its half is done: an emulating adapter
+        resumes it (RESUMED/MIGRATED); real libvirt has done so already.
+
+        :returns: a Deferred firing with the domain's :class:`DomainInfo` (running, or paused
+            when a paused guest was migrated); failing with ``DomainNotFound`` if it never
+            arrived.
+        """
+
+
+class IAgentConnector(Interface):
+    """Opens JSON-RPC links to other agents (a migration's destination)."""
+
+    def connect(url, token):
+        """
+        :returns: a Deferred firing with a connected client offering ``call(method, params,
+            timeout=...)`` and ``close()`` (:class:`vdsmlike.client.AgentClient`), or failing
+            when the agent cannot be reached.
         """
 
 

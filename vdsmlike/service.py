@@ -22,7 +22,8 @@ from hooks.runner import HookRunner
 from hooks.scripts import ScriptHookRunner
 from mom.service import DEFAULT_POLICY_DIR, MomConfig, MomService, PolicyEngine
 
-from .api.host import HostApi
+from .api.host import AgentRestart, HostApi
+from .api.migration import MigrationApi
 from .api.mom import MomApi
 from .api.schema import Schema
 from .api.verbs import collect
@@ -38,6 +39,7 @@ from .rpc.websocket import AgentServerFactory, listen_description
 from .virt.embedded import embedded_root, prepare_embedded_root
 from .virt.libvirt import LibvirtHypervisor
 from .virt.runner import ThreadPoolRunner
+from .vm.console import SerialConsole
 from .vm.container import ContainerConfig, VmContainer
 from .vm.monitor import VmStatsMonitor
 from .vm.tune import VmTuning
@@ -243,6 +245,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     )
     mom = make_mom(config, reactor, AgentMomLink(container, vm_monitor, tuning))
     schema = Schema.load(strict=config.strict)
+    restart = AgentRestart(reactor)
     handlers = collect(
         HostApi(
             container,
@@ -251,9 +254,24 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
             hooks=hooks,
             tuning=tuning,
             mom=None if mom is None else mom.status,
+            restart=restart,
         ),
-        VmApi(container, vm_monitor, hooks=hooks, tuning=tuning),
+        VmApi(
+            container,
+            vm_monitor,
+            hooks=hooks,
+            tuning=tuning,
+            console=SerialConsole(container, runner),
+        ),
         MomApi(None if mom is None else mom.engine.store),
+        MigrationApi.for_agent(
+            config,
+            reactor,
+            container=container,
+            hypervisor=hypervisor,
+            hooks=hooks,
+            publish=bus.publish,
+        ),
     )
     dispatcher = Dispatcher(
         handlers,
@@ -287,6 +305,7 @@ def make_service(config: AgentConfig, reactor: Any) -> MultiService:
     top.listener.setServiceParent(top)
     top.bus, top.container, top.schema, top.hooks = bus, container, schema, hooks
     top.hypervisor, top.tuning, top.mom, top.vm_monitor = hypervisor, tuning, mom, vm_monitor
+    top.restart = restart  # the daemon sets top.restart.exit (Host.restart)
     return top
 
 

@@ -10,7 +10,9 @@ this returns, one child per path segment::
     site = Site(root)          # ws://<engine>/api is the admin API
 
 and, when it stops, calls ``close_resources(resources)`` so the API stops listening to the
-engine's changes.
+engine's changes. The ``""`` entry, the web console's static files
+(:class:`engine.console.resource.ConsoleResource`), becomes the site's root, so the console is
+``http://<engine>/`` and its API ``ws://<engine>/api``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
+from engine.console.resource import ConsoleResource
 from engine.interfaces import IEngine, IStore
 
 from . import schema as engine_schema
@@ -30,6 +33,9 @@ from .websocket import DEFAULT_MAX_MESSAGE_SIZE, EngineServerFactory
 
 #: The path segment of the admin API.
 API_SEGMENT = "api"
+
+#: The path segment of the web console: empty, the site's root.
+CONSOLE_SEGMENT = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,18 @@ class ApiSettings:
     auto_ping_interval: float = 30.0
     auto_ping_timeout: float = 60.0
     validate: bool = False
+
+
+def settings_from(config: Any) -> ApiSettings:
+    """
+    The API's settings from the engine's configuration (``engine.config.EngineConfig``).
+
+    :param config: the configuration, or None for the defaults.
+    """
+    ttl = getattr(config, "session_ttl", None)
+    if ttl is None:
+        return ApiSettings()
+    return ApiSettings(auth=AuthSettings(session_ttl=float(ttl)))
 
 
 class ApiResource(WebSocketResource):
@@ -103,11 +121,17 @@ def make_resources(
     """
     The admin API's web resources, by path segment.
 
-    :returns: ``{"api": ApiResource}`` (an autobahn ``WebSocketResource``); mount each with
+    :param settings: :class:`ApiSettings`; by default from the engine's configuration
+        (``engine.config``: the session lifetime), else the defaults.
+    :returns: ``{"api": ApiResource, "": ConsoleResource}``: the API (an autobahn
+        ``WebSocketResource``) and the web console's files (the site's root, reading its
+        files once, now); mount the others under the root with
         ``root.putChild(segment.encode("ascii"), resource)``.
     """
+    if settings is None:
+        settings = settings_from(getattr(engine, "config", None))
     factory = make_factory(engine, store, reactor, settings=settings, clock=clock)
-    return {API_SEGMENT: ApiResource(factory)}
+    return {API_SEGMENT: ApiResource(factory), CONSOLE_SEGMENT: ConsoleResource()}
 
 
 def close_resources(resources: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ the engine raises is turned into API errors by :func:`engine.api.errors.translat
 to every handler by :func:`shared_handlers`.
 
 The verbs that depend on the connection (``Auth.*``, ``Engine.subscribe``,
-``Engine.unsubscribe``) live with the connection, in :mod:`engine.api.websocket`.
+``Engine.unsubscribe``, ``VMs.consoleWatch``, ``VMs.consoleUnwatch``) live with the connection,
+in :mod:`engine.api.websocket`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from engine.fence import wire as fence_wire
+from engine.fence.actions import FenceActions
 from engine.interfaces import IEngine, IStore
 from engine.store.auditlog import Severity
 from engine.store.rows import JobStatus
@@ -89,6 +92,44 @@ class HostsApi:
             host.id, since=wire.parse_time(since), limit=limit
         )
         return [wire.host_statistics(sample) for sample in samples]
+
+    # Power management and fencing (engine/fence/): shapes from engine.fence.wire.
+
+    @verb("Hosts.getPowerManagement")
+    async def get_power_management(self, id: str) -> dict[str, Any]:
+        """The host's power management, secret options named but not given."""
+        return _power_management(await self._engine.get_power_management(wire.parse_id(id)))
+
+    @verb("Hosts.setPowerManagement")
+    async def set_power_management(
+        self, id: str, enabled: bool, driver: str, options: dict[str, Any], fencing_enabled: bool
+    ) -> dict[str, Any]:
+        """Configure the host's power driver (checked by the driver); fires with the settings."""
+        row = await self._engine.set_power_management(
+            wire.parse_id(id), enabled=enabled, driver=driver, options=options,
+            fencing_enabled=fencing_enabled,
+        )  # fmt: skip
+        return _power_management(row)
+
+    @verb("Hosts.powerStatus")
+    async def power_status(self, id: str) -> dict[str, Any]:
+        """The host's power as observed now, with proof."""
+        return fence_wire.fence_result(await self._engine.power_status(wire.parse_id(id)))
+
+    @verb("Hosts.fence")
+    async def fence(
+        self, id: str, action: str, agent: str | None, force: bool, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        """Fence the host as a job; fires with the ``Job``."""
+        row = await self._engine.fence(
+            wire.parse_id(id), action, agent=agent, force=force, idempotency_key=idempotency_key
+        )
+        return wire.job(row)
+
+
+def _power_management(row: Any) -> dict[str, Any]:
+    secret = FenceActions.secret_options(row.driver)
+    return fence_wire.power_management(row, secret, updated=wire.time(row.updated))
 
 
 class VmsApi:
@@ -202,6 +243,11 @@ class VmsApi:
             wire.parse_id(id), host_id=wire.parse_id(host_id), idempotency_key=idempotency_key
         )
         return wire.job(row)
+
+    @verb("VMs.console")
+    async def console(self, id: str, offset: int | None, size: int) -> dict[str, Any]:
+        """Read the VM's serial console from the host it runs on (409 when it runs nowhere)."""
+        return await self._engine.read_console(wire.parse_id(id), offset=offset, size=size)
 
     @verb("VMs.statistics")
     async def statistics(self, id: str, since: str | None, limit: int) -> list[dict[str, Any]]:

@@ -79,6 +79,8 @@ class EngineServerProtocol(JsonRpcServerProtocol):
         "Auth.logout": "logout",
         "Engine.subscribe": "subscribe",
         "Engine.unsubscribe": "unsubscribe",
+        "VMs.consoleWatch": "console_watch",
+        "VMs.consoleUnwatch": "console_unwatch",
     }
 
     def __init__(self) -> None:
@@ -88,6 +90,8 @@ class EngineServerProtocol(JsonRpcServerProtocol):
         self._closed = False
         self._expiry: IDelayedCall | None = None
         self._dispatcher: Dispatcher | None = None
+        self._consoles: dict[str, Any] = {}  # VM id -> engine.consolerelay.ConsoleWatch
+        self._console_tickets: dict[str, object] = {}  # the latest consoleWatch of each VM
         self._verbs = {
             name: translating(name, getattr(self, method))
             for name, method in self.CONNECTION_VERBS.items()
@@ -120,6 +124,7 @@ class EngineServerProtocol(JsonRpcServerProtocol):
         """Forget the subscriptions and the session timer; calls in flight finish unheard."""
         self._live, self._closed = False, True
         self.factory.bus.drop(self)
+        self._stop_consoles()
         self._cancel_expiry()
         if self.session is not None and self.session.token is not None:
             self.factory.forget(self.session.token, self)
@@ -153,6 +158,44 @@ class EngineServerProtocol(JsonRpcServerProtocol):
     def unsubscribe(self, patterns: list[str]) -> dict[str, list[str]]:
         """``Engine.unsubscribe``: remove notification patterns from this connection."""
         return {"patterns": self.factory.bus.unsubscribe(self, patterns)}
+
+    async def console_watch(self, id: str, offset: int | None) -> dict[str, int]:
+        """``VMs.consoleWatch``: stream a VM's console to this connection as
+        ``|engine|console|<vmId>`` notifications, from ``offset`` or the log's end."""
+        vm_id = wire.parse_id(id)
+        self.console_unwatch(str(vm_id))
+        ticket = self._console_tickets[str(vm_id)] = object()
+        watch = await self.factory.engine.watch_console(vm_id, self._send_console, offset=offset)
+        try:
+            assert self.session is not None
+            self.session.require()  # the session may have ended meanwhile
+        except Exception:
+            watch.stop()
+            raise
+        if self._closed or self._console_tickets.get(str(vm_id)) is not ticket:
+            watch.stop()  # closed, unwatched or watched again while this one started
+        else:
+            self._consoles[str(vm_id)] = watch
+        return {"offset": watch.start}
+
+    def console_unwatch(self, id: str) -> bool:
+        """``VMs.consoleUnwatch``: stop streaming a VM's console to this connection."""
+        key = str(wire.parse_id(id))
+        self._console_tickets.pop(key, None)
+        watch = self._consoles.pop(key, None)
+        if watch is not None:
+            watch.stop()
+        return True
+
+    def _send_console(self, news: dict[str, Any]) -> None:
+        params = {**news, "notify_time": self.factory.bus.next_time()}
+        self._send_text(jsonrpc.encode_notification(f"|engine|console|{news['vm']}", params))
+
+    def _stop_consoles(self) -> None:
+        self._console_tickets.clear()
+        watches, self._consoles = list(self._consoles.values()), {}
+        for watch in watches:
+            watch.stop()
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -199,6 +242,7 @@ class EngineServerProtocol(JsonRpcServerProtocol):
         assert self.session is not None
         self._cancel_expiry()
         self.factory.bus.drop(self)
+        self._stop_consoles()
         if self.session.token is not None:
             self.factory.forget(self.session.token, self)
         name, explanation = _END_EXPLANATIONS[reason]
@@ -258,6 +302,7 @@ class EngineServerFactory(WebSocketServerFactory):
         reactor: Any = None,
     ) -> None:
         super().__init__(reactor=reactor)
+        self.engine = engine
         self.schema = schema.schema
         self.clock = clock
         self.max_message_size = max_message_size

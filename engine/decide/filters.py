@@ -18,13 +18,20 @@ name                refuses a host that…                              oVirt un
 ``cpu``             has fewer CPUs than the VM has vCPUs              CPU
 ``memory``          cannot promise the VM's memory under overcommit   Memory
 ``cpu_overloaded``  stays above HighUtilization for the duration      CPUOverloaded
+``vm_affinity``     breaks a hard VM↔VM affinity rule                 VmAffinityGroups
+``host_affinity``   breaks a hard VM→host affinity rule               VmToHostsAffinityGroups
 =================== ================================================= ======================
+
+A filter may also have ``applies(vm) -> bool``: when it says False the scheduler skips the filter
+for that VM and leaves it out of the explanation (the affinity filters apply only to VMs in
+groups, so a VM without groups is explained exactly as before they existed).
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from . import affinity
 from .model import HOST_UP, HostView, VmRequest, memory_capacity_mib, schedulable_memory_mib
 from .policies import Policy
 
@@ -137,3 +144,35 @@ class CpuOverloadedFilter:
             f"{p.high_utilization}% for {host.cpu_over_commit_seconds:.0f} s "
             f"(limit {p.duration_seconds:.0f} s)"
         )
+
+
+class VmAffinityFilter:
+    """
+    Hard VM↔VM affinity (oVirt's VmAffinityGroups filter): refuse a host holding a member of a
+    hard *apart* group, and any host but the one(s) holding the most members of a hard
+    *together* group. Members are where :attr:`VmRequest.affinity_peers` says.
+    """
+
+    name = "vm_affinity"
+
+    def applies(self, vm: VmRequest) -> bool:
+        """:returns: whether ``vm`` is in a hard group with a VM↔VM rule and a running peer."""
+        return bool(vm.affinity_peers) and any(g.hard and g.has_vm_rule for g in vm.affinity_groups)
+
+    def refusal(self, vm: VmRequest, host: HostView, policy: Policy) -> str | None:
+        """:returns: the group and the members that rule the host out, or None."""
+        return affinity.vm_rule_refusal(vm, host.id, hard=True)
+
+
+class HostAffinityFilter:
+    """Hard VM→host affinity (oVirt's VmToHostsAffinityGroups filter): only on, or never on."""
+
+    name = "host_affinity"
+
+    def applies(self, vm: VmRequest) -> bool:
+        """:returns: whether ``vm`` is in a hard group with a VM→host rule."""
+        return any(g.host_rule_hard and g.has_host_rule for g in vm.affinity_groups)
+
+    def refusal(self, vm: VmRequest, host: HostView, policy: Policy) -> str | None:
+        """:returns: the group whose host rule rules the host out, or None."""
+        return affinity.host_rule_refusal(vm, host.id, hard=True)

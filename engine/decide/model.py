@@ -13,6 +13,10 @@ Memory a host can still promise (oVirt's ``max_scheduling_memory``) is computed 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .affinity import AffinityGroup, Peer
 
 #: The only host status that runs new VMs (oVirt's ``VDSStatus.Up``). Host states are strings
 #: so that the engine's host-state enum (a ``StrEnum``) compares equal to them.
@@ -82,6 +86,10 @@ class VmRequest:
         destination), or None for a start.
     :ivar avoid_hosts: hosts this request must not use, e.g. where an earlier attempt failed
         (oVirt reruns a failed start on another host).
+    :ivar affinity_groups: the affinity groups the VM belongs to (empty: no rules apply).
+    :ivar affinity_peers: where the other members of those groups run; build both with
+        :func:`engine.decide.affinity.with_affinity`. The scheduler adds the members its ledger
+        holds reservations for.
     """
 
     id: str
@@ -92,6 +100,8 @@ class VmRequest:
     ha_priority: int = 0
     current_host: str | None = None
     avoid_hosts: frozenset[str] = field(default_factory=frozenset)
+    affinity_groups: tuple[AffinityGroup, ...] = ()
+    affinity_peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,27 @@ policy                       weights (factor)              balancer             
 ============================ ============================= ===================== ===============
 ``none`` (the default)       cpu_load 2, free_memory 1     none                  High 80, 2 min
 ``evenly_distributed``       cpu_load 2, free_memory 1     evenly_distributed    + vCPU ratio,
-                                                                                 memory limits
+                                                                                 memory limits,
+                                                                                 spread 20
 ``power_saving``             pack_cpu 2, pack_memory 1     power_saving          + Low 20, reserve
 ``vm_evenly_distributed``    vm_count 2                    vm_evenly_distributed + VM counts
 ============================ ============================= ===================== ===============
 
-Every built-in policy filters with ``status``, ``excluded``, ``pinning``, ``cpu``, ``memory`` and
-``cpu_overloaded``; the first three are mandatory (:data:`MANDATORY_FILTERS`): the scheduler runs
-them even when a policy leaves them out, as oVirt runs its mandatory policy units.
+Every built-in policy also weighs soft affinity: ``vm_affinity`` ×10 and ``host_affinity`` ×20
+(these weights only count for VMs in soft groups). oVirt gives soft VM↔VM affinity a factor of 1,
+which any load difference outvotes; 10 lets it win over small ones.
+
+Every built-in policy filters with ``status``, ``excluded``, ``pinning``, ``vm_affinity``,
+``host_affinity``, ``cpu``, ``memory`` and ``cpu_overloaded``; the first five are mandatory
+(:data:`MANDATORY_FILTERS`): the scheduler runs them even when a policy leaves them out, as oVirt
+runs its mandatory policy units. Hard affinity is mandatory (unlike oVirt, where a custom policy
+may drop it) because the balancer, maintenance and HA honour hard groups whatever the policy, and
+a user who made a rule hard expects no policy to waive it; the affinity filters cost nothing for a
+VM outside groups.
+
+``LoadSpreadThreshold`` is ours, not oVirt's: with it, ``evenly_distributed`` also relieves a host
+whose CPU load is that many points above the cluster's mean, not only one above HighUtilization
+for the duration (oVirt's clusters drift uneven below 80 %; 0 restores oVirt's behaviour).
 
 Parameters are set with oVirt's names (``HighUtilization``, ``CpuOverCommitDurationMinutes``, ...)
 and validated against oVirt's ranges; a policy refuses parameters it does not use. The cluster's
@@ -34,7 +47,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: Filters the scheduler always runs first, whatever the policy lists.
-MANDATORY_FILTERS: tuple[str, ...] = ("status", "excluded", "pinning")
+MANDATORY_FILTERS: tuple[str, ...] = (
+    "status",
+    "excluded",
+    "pinning",
+    "vm_affinity",
+    "host_affinity",
+)
 
 #: The filters of every built-in policy, in order.
 DEFAULT_FILTERS: tuple[str, ...] = (*MANDATORY_FILTERS, "cpu", "memory", "cpu_overloaded")
@@ -75,6 +94,9 @@ class PolicyParameters:
         vCPU is expected to add to a host with one CPU (used to predict load).
     :ivar utilization_threshold_percent: engine-wide ``UtilizationThresholdInPercent``, scales
         HighUtilization into the evenly-distributed destination threshold.
+    :ivar load_spread_threshold: ``LoadSpreadThreshold`` (ours), CPU percentage points above the
+        cluster's mean load at which the evenly-distributed balancer relieves a host (0–100; 0
+        turns it off). The shell should feed loads averaged over the duration.
     """
 
     high_utilization: int = 80
@@ -90,6 +112,7 @@ class PolicyParameters:
     enable_automatic_host_power_management: bool = False
     vcpu_consumption_percentage: int = 10
     utilization_threshold_percent: int = 80
+    load_spread_threshold: int = 0
 
     @property
     def duration_seconds(self) -> float:
@@ -158,6 +181,7 @@ PARAMETERS: Mapping[str, _Spec] = {
     "EnableAutomaticHostPowerManagement": _Spec(
         "enable_automatic_host_power_management", _parse_bool
     ),
+    "LoadSpreadThreshold": _Spec("load_spread_threshold", _parse_int, 0, 100),
 }
 
 
@@ -232,7 +256,9 @@ def _check_consistent(parameters: PolicyParameters) -> None:
 
 _CPU = frozenset({"HighUtilization", "CpuOverCommitDurationMinutes"})
 _MEMORY = frozenset({"MaxFreeMemoryForOverUtilized", "MinFreeMemoryForUnderUtilized"})
-_EVEN_WEIGHTS = (("cpu_load", 2), ("free_memory", 1))
+#: Soft affinity, in every built-in policy (see the module docstring for the factors).
+AFFINITY_WEIGHTS: tuple[tuple[str, int], ...] = (("vm_affinity", 10), ("host_affinity", 20))
+_EVEN_WEIGHTS = (("cpu_load", 2), ("free_memory", 1), *AFFINITY_WEIGHTS)
 
 #: The built-in policies with their default parameters, by name.
 BUILTIN_POLICIES: Mapping[str, Policy] = {
@@ -243,11 +269,12 @@ BUILTIN_POLICIES: Mapping[str, Policy] = {
             "evenly_distributed",
             weights=_EVEN_WEIGHTS,
             balancer="evenly_distributed",
-            accepts=_CPU | _MEMORY | {"VCpuToPhysicalCpuRatio"},
+            parameters=PolicyParameters(load_spread_threshold=20),
+            accepts=_CPU | _MEMORY | {"VCpuToPhysicalCpuRatio", "LoadSpreadThreshold"},
         ),
         Policy(
             "power_saving",
-            weights=(("pack_cpu", 2), ("pack_memory", 1)),
+            weights=(("pack_cpu", 2), ("pack_memory", 1), *AFFINITY_WEIGHTS),
             balancer="power_saving",
             parameters=PolicyParameters(low_utilization=20),
             accepts=_CPU
@@ -256,7 +283,7 @@ BUILTIN_POLICIES: Mapping[str, Policy] = {
         ),
         Policy(
             "vm_evenly_distributed",
-            weights=(("vm_count", 2),),
+            weights=(("vm_count", 2), *AFFINITY_WEIGHTS),
             balancer="vm_evenly_distributed",
             accepts=_CPU | {"HighVmCount", "MigrationThreshold", "SpmVmGrace"},
         ),

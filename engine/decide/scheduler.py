@@ -5,7 +5,13 @@ every host (so a refused start says, for each host, every reason it was refused,
 the hosts that pass are ranked per weight and scored Σ factor × rank (oVirt's ``RankSelector``:
 a host's rank is the number of other passing hosts it is at least as good as); the highest score
 wins, ties going to the host whose name (then id) sorts first. The cost is linear in the number
-of hosts, plus one sort per weight.
+of hosts, plus one sort per weight. A unit with ``applies(vm)`` returning False is skipped for
+that VM (the affinity units, for VMs outside groups).
+
+Affinity: a request carries its groups and where the other members run
+(:func:`engine.decide.affinity.with_affinity`); a member the ledger holds a reservation for counts
+on the host it is reserved on, so the VMs of one group placed in a row (:func:`place_all`, an HA
+restart of a whole host) keep their rules among themselves.
 
 :class:`PendingResources` is the ledger of what has been promised to VMs on their way to a host
 (oVirt's ``PendingResourceManager``). A decision only counts once it is reserved, so the shell
@@ -19,9 +25,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from . import plugins
+from . import affinity, plugins
 from .model import NO_PENDING, HostPending, HostView, VmRequest, with_pending
 from .plugins import PolicyUnits
 from .policies import Policy
@@ -196,6 +202,31 @@ def _with_ledger(
     return with_pending(host, extra)
 
 
+def _applies(unit: object, vm: VmRequest) -> bool:
+    # Units without ``applies`` apply to every VM; the affinity units only to VMs in groups.
+    applies = getattr(unit, "applies", None)
+    return applies is None or bool(applies(vm))
+
+
+def _with_reserved_peers(
+    vm: VmRequest, hosts: Sequence[HostView], pending: PendingResources | None
+) -> VmRequest:
+    # A group member the ledger holds a reservation for counts where it is going, so VMs of one
+    # group placed in a row (place_all) honour their rules among themselves too.
+    if pending is None or not vm.affinity_groups:
+        return vm
+    names = {h.id: h.name for h in hosts}
+    members = {m for g in vm.affinity_groups for m in g.vms if m != vm.id}
+    reserved = {
+        m: (r.host_id, names.get(r.host_id, r.host_id))
+        for m in members
+        if (r := pending.reservation(m)) is not None
+    }
+    if not reserved:
+        return vm
+    return replace(vm, affinity_peers=affinity.peers_with_reservations(vm, reserved))
+
+
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -211,6 +242,8 @@ def _weigh(
     scores = {h.id: 0 for h in passed}
     others = len(passed) - 1
     for weight, factor in units.weights:
+        if not _applies(weight, vm):
+            continue
         weighings = [weight.weigh(vm, h, policy) for h in passed]
         ordered = sorted(w.value for w in weighings)
         for host, weighing in zip(passed, weighings, strict=True):
@@ -247,10 +280,13 @@ def schedule(
     """
     units = plugins.units_for(policy) if units is None else units
     own = pending.reservation(vm.id) if pending is not None else None
+    hosts = list(hosts)
+    vm = _with_reserved_peers(vm, hosts, pending)
     explanations: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     passed: list[HostView] = []
-    filter_names = ", ".join(f.name for f in units.filters)
+    active = [f for f in units.filters if _applies(f, vm)]
+    filter_names = ", ".join(f.name for f in active)
     for host in hosts:
         if host.id in names:
             raise ValueError(f"host id {host.id!r} appears twice in the snapshot")
@@ -258,7 +294,7 @@ def schedule(
         view = _with_ledger(host, pending, own)
         refusals = [
             f"refused by {f.name}: {reason}"
-            for f in units.filters
+            for f in active
             if (reason := f.refusal(vm, view, policy)) is not None
         ]
         explanations[host.id] = refusals or [f"passed filters: {filter_names}"]

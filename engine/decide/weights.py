@@ -17,7 +17,16 @@ name             prefers                                                 oVirt u
 ``vm_count``     the fewest VMs (running and starting)                   OptimalForEvenGuestDistr.
 ``pack_memory``  the least memory left after the VM (packing)            OptimalForMemoryPowerSaving
 ``pack_cpu``     the highest predicted load still within HighUtilization OptimalForCpuPowerSaving
+``vm_affinity``  hosts that keep soft VM↔VM rules (members together/apart) VmAffinityGroups (soft)
+``host_affinity`` hosts that keep soft VM→host rules                     VmToHostsAffinityGroups
 ================ ======================================================= ===========================
+
+A weight may also have ``applies(vm) -> bool``: when it says False the scheduler skips it for
+that VM (no ranks, no explanation line), so the affinity weights change nothing for VMs outside
+soft groups. Note that a rank selector favours few good hosts only weakly: a soft *together*
+rule gains its host one rank × factor over the others, so a large load difference can still win
+over it (as in oVirt); the balancer then gathers the group when that does not unbalance the
+cluster (:mod:`engine.decide.balance`).
 
 Predicted load is oVirt's: the host's load plus ``VcpuConsumptionPercentage`` (10 %) per vCPU
 of the new VM and of the VMs still starting there, spread over the host's CPUs.
@@ -28,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from . import affinity
 from .model import HostView, VmRequest, schedulable_memory_mib
 from .policies import Policy
 
@@ -146,3 +156,36 @@ class VmCountWeight:
         """:returns: running plus starting VMs."""
         total = host.vm_count + host.pending_vms
         return Weighing(total, f"{host.vm_count} VMs running, {host.pending_vms} starting")
+
+
+class VmAffinityWeight:
+    """
+    Soft VM↔VM affinity: per soft group, priority × the members on the host, counted against
+    the host for *apart* and for it for *together*.
+    """
+
+    name = "vm_affinity"
+
+    def applies(self, vm: VmRequest) -> bool:
+        """:returns: whether ``vm`` has a soft VM↔VM rule with a running peer."""
+        return affinity.has_soft_vm_rules(vm)
+
+    def weigh(self, vm: VmRequest, host: HostView, policy: Policy) -> Weighing:
+        """:returns: the soft VM↔VM cost of the host (lower is better)."""
+        cost, details = affinity.soft_vm_cost(vm, host.id)
+        return Weighing(cost, "; ".join(details) or "no member of a soft group here")
+
+
+class HostAffinityWeight:
+    """Soft VM→host affinity: the priorities of the soft host rules the host would break."""
+
+    name = "host_affinity"
+
+    def applies(self, vm: VmRequest) -> bool:
+        """:returns: whether ``vm`` has a soft VM→host rule."""
+        return affinity.has_soft_host_rules(vm)
+
+    def weigh(self, vm: VmRequest, host: HostView, policy: Policy) -> Weighing:
+        """:returns: the soft VM→host cost of the host (lower is better)."""
+        cost, details = affinity.soft_host_cost(vm, host.id)
+        return Weighing(cost, "; ".join(details) or "keeps every soft host rule")

@@ -94,6 +94,83 @@ class AuditType(enum.Enum):
     VM_HA_RESTART = (N, "Highly available VM {vm} is being restarted")
     VM_HA_RESTART_FAILED = (A, "Highly available VM {vm} failed to restart: {reason}")
     BALANCE_MIGRATION = (N, "Balancing: migrating VM {vm} from {host} to {destination}: {reason}")
+    # The cluster manager (engine/decide/cluster.py): fencing, HA restarts, maintenance
+    HOST_FENCE_STARTED = (W, "Fencing host {host} ({reason}): {steps}")
+    HOST_FENCE_SOFT_RESTARTED = (N, "Agent of host {host} restarted; it has {wait} s to answer")
+    HOST_FENCE_SOFT_SUCCEEDED = (N, "Host {host} answers again after soft fencing")
+    HOST_FENCE_SOFT_FAILED = (W, "Soft fencing of host {host} failed: {reason}")
+    HOST_POWER_STATUS = (N, "Power management of host {host} reports power {status}")
+    HOST_FENCE_POWER_STARTED = (W, "Power-fencing host {host}: {reason}")
+    HOST_FENCED = (W, "Host {host} fenced: {proof}; its VMs are down")
+    HOST_FENCE_POWER_FAILED = (
+        A,
+        "Power fencing of host {host} failed: {reason}; its VMs stay Unknown, next round in "
+        "{quiet} s",
+    )
+    HOST_FENCE_STATUS_UNKNOWN = (
+        A,
+        "Fencing of host {host} is unproven: {reason}; its VMs stay Unknown, next round in "
+        "{quiet} s",
+    )
+    HOST_FENCE_NO_POWER_MANAGEMENT = (
+        A,
+        "Host {host} cannot be fenced: no power management and soft fencing failed; its VMs "
+        "stay Unknown until it answers, next round in {quiet} s",
+    )
+    HOST_FENCE_DISABLED = (
+        A,
+        "Host {host} is not fenced: fencing is disabled; its VMs stay Unknown",
+    )
+    HOST_FENCE_CANCELLED = (N, "Fencing of host {host} stopped: {reason}")
+    FENCING_SKIPPED_STORM = (
+        A,
+        "Fencing skipped: {unreachable} of {total} hosts are unreachable ({hosts}; threshold "
+        "{threshold}%): a network problem is likelier than dead hosts",
+    )
+    FENCING_RESUMED = (N, "Fencing resumed: {unreachable} of {total} hosts unreachable")
+    FENCING_DELAYED_STARTUP = (N, "No fencing before {until} s: the engine has just started")
+    HA_STATE_RESUMED = (N, "Cluster manager resumed from the store: {summary}")
+    HA_VM_RESTART_QUEUED = (N, "Highly available VM {vm} will be restarted: {reason}")
+    HA_VM_RESTART = (
+        N,
+        "Restarting highly available VM {vm} on host {host} (attempt {attempt}): {reason}",
+    )
+    HA_VM_RESTART_RETRY = (
+        W,
+        "Highly available VM {vm} cannot be restarted yet (attempt {attempt}): {reason}; next "
+        "attempt {when}",
+    )
+    HA_VM_RESTART_BLOCKED = (
+        N,
+        "Highly available VM {vm} waits for VMs of higher priority: {waiting}",
+    )
+    HA_VM_RESTART_WAITING = (N, "Highly available VM {vm} waits for a start slot: {reason}")
+    HA_VM_RESTARTED = (
+        N,
+        "Highly available VM {vm} is up again on host {host}, {seconds} s after its trouble began",
+    )
+    HA_VM_NOT_RESTARTED = (N, "VM {vm} is not restarted: {reason}")
+    VM_STOPPING = (N, "VM {vm} is stopping on host {host}: {reason}")
+    MAINTENANCE_MIGRATION = (
+        N,
+        "Maintenance of host {host}: migrating VM {vm} to {destination}: {reason}",
+    )
+    MAINTENANCE_VM_CANNOT_MOVE = (W, "Maintenance of host {host}: VM {vm} cannot move: {reason}")
+    MAINTENANCE_DEADLINE_EXCEEDED = (
+        E,
+        "Host {host} was not emptied within {deadline} s: {report}; {outcome}",
+    )
+    MAINTENANCE_MOVE_BACK = (
+        N,
+        "Moving VM {vm} back to host {host} after its maintenance: {reason}",
+    )
+    MAINTENANCE_MOVE_BACK_REFUSED = (W, "VM {vm} is not moved back to host {host}: {reason}")
+    # Fence actions as carried out (engine/fence/actions.py): each step with its proof
+    HOST_POWER_MANAGEMENT_SET = (N, "Power management of host {host} set: {summary}")
+    HOST_FENCE_STEP_STARTED = (W, "Fencing host {host}: {action} through the {agent} agent")
+    HOST_FENCE_STEP_DONE = (N, "Host {host}: {action} done ({agent}), power {power}: {proof}")
+    HOST_FENCE_STEP_FAILED = (E, "Host {host}: {action} failed ({agent}): {message}")
+    HOST_FENCE_STEP_UNKNOWN = (W, "Host {host}: {action} outcome unknown ({agent}): {message}")
     # Jobs, users, the engine
     JOB_STARTED = (N, "Job {action} started")
     JOB_SUCCEEDED = (N, "Job {action} succeeded")

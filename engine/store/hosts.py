@@ -1,5 +1,5 @@
-"""Store queries about hosts: ``host_static``, ``host_dynamic``, ``host_statistics`` and the
-statistics history."""
+"""Store queries about hosts: ``host_static``, ``host_dynamic``, ``host_statistics``, the
+statistics history, and ``host_power_management``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .mapping import (
     translated,
     upsert,
 )
-from .rows import Host, HostDynamic, HostStatic, HostStatistics, HostStatus
+from .rows import Host, HostDynamic, HostPowerManagement, HostStatic, HostStatistics, HostStatus
 
 _SELECT = sql.SQL(
     "SELECT {}, {}, {} FROM host_static s JOIN host_dynamic d ON d.host_id = s.id "
@@ -154,3 +154,32 @@ class HostQueries(QueryBase):
             _HISTORY, {"id": host_id, "since": since, "limit": limit}
         )
         return [from_row(HostStatistics, row, "h") for row in rows]
+
+    async def get_power_management(self, host_id: UUID) -> HostPowerManagement:
+        """The host's power management (the defaults, disabled, if it has none).
+
+        :raises NotFound: no such host.
+        """
+        row = await self._sql.fetch_one(
+            sql.SQL(
+                "SELECT {}, s.id AS host FROM host_static s LEFT JOIN host_power_management p "
+                "ON p.host_id = s.id WHERE s.id = %(id)s"
+            ).format(select_list(HostPowerManagement, "p")),
+            {"id": host_id},
+        )
+        if row is None:
+            raise NotFound("host", host_id)
+        if row["p_host_id"] is None:
+            return HostPowerManagement(host_id)
+        return from_row(HostPowerManagement, row, "p")
+
+    async def set_power_management(self, settings: HostPowerManagement) -> HostPowerManagement:
+        """Replace the host's power management with ``settings``.
+
+        :raises NotFound: no such host.
+        :raises InvalidValue: enabled without a driver, or options that are not an object.
+        """
+        params = params_of(dataclasses.replace(settings, updated=self.now))
+        with translated(params=params):
+            await self._sql.execute(upsert("host_power_management", params, key="host_id"), params)
+        return await self.get_power_management(settings.host_id)

@@ -35,6 +35,7 @@ REFERENCES = {
     "host_dynamic_host_id_fkey": ("host", "host_id"),
     "host_statistics_host_id_fkey": ("host", "host_id"),
     "host_statistics_history_host_id_fkey": ("host", "host_id"),
+    "host_power_management_host_id_fkey": ("host", "host_id"),
     "vm_static_pinned_host_fkey": ("host", "pinned_host"),
     "vm_dynamic_vm_id_fkey": ("vm", "vm_id"),
     "vm_dynamic_run_on_host_fkey": ("host", "run_on_host"),

@@ -25,6 +25,7 @@ from .base import StoreSettings
 from .pool import ReconnectingPool, SqlTransaction
 from .rows import (
     HostDynamic,
+    HostPowerManagement,
     HostStatic,
     HostStatistics,
     JobStatus,
@@ -153,6 +154,12 @@ class PostgresStore:
         self, host_id: UUID, *, since: datetime | None = None, limit: int = 1000
     ) -> Deferred:
         return self._read(lambda tx: tx.host_statistics_history(host_id, since=since, limit=limit))
+
+    def get_power_management(self, host_id: UUID) -> Deferred:
+        return self._read(lambda tx: tx.get_power_management(host_id))
+
+    def set_power_management(self, settings: HostPowerManagement) -> Deferred:
+        return self.transaction(lambda tx: tx.set_power_management(settings), idempotent=True)
 
     # -- VMs ---------------------------------------------------------------------------------
 

@@ -133,6 +133,24 @@ class Host:
         return self.static.name
 
 
+@dataclass(frozen=True)
+class HostPowerManagement:
+    """A host's power management (a host without any has the defaults, never ``enabled``).
+
+    :ivar enabled: power fencing may be used on the host.
+    :ivar driver: the power driver's name (``vdsmlike.engine.power``), e.g. ``process``.
+    :ivar options: the driver's options; they may hold secrets, which the API never sends back.
+    :ivar fencing_enabled: the engine may fence the host by itself (not only on request).
+    """
+
+    host_id: UUID
+    enabled: bool = False
+    driver: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    fencing_enabled: bool = True
+    updated: datetime | None = None
+
+
 # -- VMs ---------------------------------------------------------------------------------------
 
 

@@ -187,3 +187,23 @@ async def test_core_errors_on_the_wire(api, engine_agents):
     assert error.message == f"Conflict: host h1 still runs VMs: {name}"
     assert (await client.call("VMs.get", {"id": vm["id"]}))["name"] == name
     assert await client.call("Engine.ping")
+
+
+@pytest_twisted.ensureDeferred
+async def test_vm_statistics_arrive_live(api, engine_agents):
+    """A running VM's statistics are published with every poll, not only with state changes:
+    a subscriber sees new samples arrive while the VM stays Up."""
+    client = await api.login(ADMIN, api.password)
+    await client.call("Engine.subscribe")
+    host = await up_host(client, "h1", await engine_agents.start())
+    vm = await client.call("VMs.add", {"name": "sampled", "memory_mib": 128})
+    await client.call("VMs.start", {"id": vm["id"], "host_id": host["id"]})
+    await eventually(lambda: client.call("VMs.get", {"id": vm["id"]}),
+                     lambda v: v["status"] == "Up", timeout=15, what="the VM Up")
+    mark = len(client.events)
+
+    def sampled_while_up():
+        return [p["vm"] for e, p in client.events[mark:] if e == f"|engine|vm|{vm['id']}"
+                and p["vm"]["status"] == "Up" and p["vm"]["statistics"] is not None]
+
+    await until(lambda: len(sampled_while_up()) >= 3, 15, "three live samples of an Up VM")

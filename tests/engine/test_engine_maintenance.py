@@ -1,5 +1,5 @@
-"""Host maintenance through the engine: an empty host, a host whose VMs cannot move yet (the
-agent has no VM.migrate until issue 7), activation, and refusals.
+"""Host maintenance through the engine: an empty host, a host whose VMs migrate away, one whose
+pinned VM cannot move, activation, and refusals.
 
 Real PostgreSQL and real in-process agents on libvirt's test driver.
 """
@@ -44,29 +44,48 @@ async def test_empty_host_maintenance_and_activation(engine_run, engine_agents):
 
 
 @pytest_twisted.ensureDeferred
+async def test_maintenance_migrates_every_vm_away(engine_run, engine_agents):
+    """With VMs running and another host Up, maintenance live-migrates each VM there (emulated
+    by the test-driver agents), then the host enters Maintenance; the job says where each went."""
+    engine = engine_run.engine
+    h1 = await add_up_host(engine, "h1", await engine_agents.start())
+    h2 = await add_up_host(engine, "h2", await engine_agents.start())
+    vms = [await up_vm(engine, f"v{i}", h1.id) for i in range(2)]
+    job = await job_done(engine, (await engine.maintenance(h1.id)).id, timeout=60)
+    assert job.status == "succeeded", job.error
+    assert job.result["moved"] == {"v0": "moved to h2", "v1": "moved to h2"}
+    await host_status(engine, h1.id, "Maintenance")
+    for vm in vms:
+        moved = await engine.get_vm(vm.id)
+        assert (moved.dynamic.status, moved.dynamic.run_on_host) == ("Up", h2.id)
+
+
+@pytest_twisted.ensureDeferred
 async def test_vms_that_cannot_move_keep_host_preparing(engine_run, engine_agents):
-    """With VMs running and another host Up, each VM's migration is scheduled but the agent
-    cannot migrate yet: the job fails naming every VM and why, the host stays
-    PreparingForMaintenance and takes no new VM; once its VMs are stopped it enters
+    """A VM pinned to the host cannot move: the job fails naming it and why, the host stays
+    PreparingForMaintenance and takes no new VM; once the VM is stopped it enters
     Maintenance by itself."""
     engine = engine_run.engine
     h1 = await add_up_host(engine, "h1", await engine_agents.start())
     await add_up_host(engine, "h2", await engine_agents.start())
-    vms = [await up_vm(engine, f"v{i}", h1.id) for i in range(2)]
+    pinned = await engine.add_vm({"name": "pinned", "memory_mib": 128,
+                                  "pinned_host": str(h1.id)})
+    started = await job_done(engine, (await engine.start_vm(pinned.id)).id)
+    assert started.status == "succeeded", started.error
+    await vm_status(engine, pinned.id, "Up")
     job = await job_done(engine, (await engine.maintenance(h1.id)).id)
     assert job.status == "failed"
-    assert "2 of 2 VMs could not leave host h1" in job.error
-    assert "v0" in job.error and "cannot migrate yet" in job.error
+    assert "1 of 1 VMs could not leave host h1" in job.error
+    assert "pinned" in job.error and "refused by pinning" in job.error
     preparing = await host_status(engine, h1.id, "PreparingForMaintenance")
     assert "maintenance requested" in preparing.dynamic.status_reason
     failed = await events_of(engine, "HOST_MAINTENANCE_FAILED", host_id=h1.id)
-    assert set(failed[0].details["vms"]) == {"v0", "v1"}
+    assert set(failed[0].details["vms"]) == {"pinned"}
     newcomer = await engine.add_vm({"name": "new", "memory_mib": 128})
     with pytest.raises(ActionRefused) as refused:
         await engine.start_vm(newcomer.id, host_id=h1.id)
     assert "PreparingForMaintenance" in " ".join(refused.value.explanation["h1"])
-    for vm in vms:
-        assert (await job_done(engine, (await engine.stop_vm(vm.id)).id)).status == "succeeded"
+    assert (await job_done(engine, (await engine.stop_vm(pinned.id)).id)).status == "succeeded"
     await host_status(engine, h1.id, "Maintenance")
 
 

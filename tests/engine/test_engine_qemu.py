@@ -17,7 +17,7 @@ from engine_harness import add_up_host, eventually, job_done, vm_status
 from guests import READY_MARKER
 from twisted.internet import reactor
 
-from vdsmlike.agentproc import AgentProcess
+from vdsmlike.agentproc import AgentProcess, kill_guests_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -37,6 +37,7 @@ async def qemu_agent():
     agent.port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     yield agent
     await agent.stop(reactor)
+    kill_guests_under(workdir)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -231,9 +231,10 @@ async def test_update_and_remove(engine_run, engine_agents):
 
 
 @pytest_twisted.ensureDeferred
-async def test_migrate_is_scheduled_then_reported_unsupported(engine_run, engine_agents):
-    """A migration is placed by the scheduler (never on the VM's own host) and, as the agent
-    has no VM.migrate yet, its job fails saying so; the VM stays Up where it was."""
+async def test_migrate_is_scheduled_and_the_vm_arrives(engine_run, engine_agents):
+    """A migration is placed by the scheduler (never on the VM's own host), the source agent
+    migrates the VM to the destination's agent (emulated on the test driver), and the engine
+    then sees it Up on the destination only, with started and done events."""
     engine = engine_run.engine
     h1 = await add_up_host(engine, "h1", await engine_agents.start())
     vm = await engine.add_vm({"name": "mover", "memory_mib": 128})
@@ -242,11 +243,14 @@ async def test_migrate_is_scheduled_then_reported_unsupported(engine_run, engine
     with pytest.raises(ActionRefused) as alone:
         await engine.migrate_vm(vm.id)
     assert "refused by excluded" in " ".join(alone.value.explanation["h1"])
-    await add_up_host(engine, "h2", await engine_agents.start())
-    job = await job_done(engine, (await engine.migrate_vm(vm.id)).id)
-    assert job.status == "failed" and "cannot migrate yet" in job.error
-    failed = await events_of(engine, "VM_MIGRATION_FAILED", vm_id=vm.id)
-    assert failed[0].details["destination"] == "h2"
+    h2 = await add_up_host(engine, "h2", await engine_agents.start())
+    job = await job_done(engine, (await engine.migrate_vm(vm.id)).id, timeout=60)
+    assert job.status == "succeeded", job.error
+    assert job.result["host"] == "h2"
+    done = await events_of(engine, "VM_MIGRATION_DONE", vm_id=vm.id)
+    assert done and done[0].details["destination"] == "h2"
+    assert await events_of(engine, "VM_MIGRATION_STARTED", vm_id=vm.id)
     current = await engine.get_vm(vm.id)
-    assert current.dynamic.status == "Up" and current.dynamic.run_on_host == h1.id
+    assert current.dynamic.status == "Up" and current.dynamic.run_on_host == h2.id
+    assert current.dynamic.migrating_to_host is None
     assert not engine.pending

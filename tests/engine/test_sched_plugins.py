@@ -40,15 +40,19 @@ def test_builtin_plugins_are_installed() -> None:
         "cpu",
         "cpu_overloaded",
         "excluded",
+        "host_affinity",
         "memory",
         "pinning",
         "status",
+        "vm_affinity",
     ]
     assert installed(WEIGHT_NAMESPACE) == [
         "cpu_load",
         "free_memory",
+        "host_affinity",
         "pack_cpu",
         "pack_memory",
+        "vm_affinity",
         "vm_count",
     ]
 
@@ -93,7 +97,14 @@ def test_a_name_given_twice_is_refused() -> None:
 def test_units_for_a_policy_add_the_mandatory_filters_and_factors() -> None:
     """A policy's units are the mandatory filters, its own filters, and its weighted weights."""
     units = units_for(Policy("custom", filters=("memory",), weights=(("vm_count", 3),)))
-    assert [f.name for f in units.filters] == ["status", "excluded", "pinning", "memory"]
+    assert [f.name for f in units.filters] == [
+        "status",
+        "excluded",
+        "pinning",
+        "vm_affinity",
+        "host_affinity",
+        "memory",
+    ]
     assert [(w.name, factor) for w, factor in units.weights] == [("vm_count", 3)]
 
 
@@ -101,7 +112,7 @@ def test_units_for_every_builtin_policy_load() -> None:
     """Every built-in policy names only installed plugins."""
     for name in ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed"):
         units = units_for(make_policy(name))
-        assert len(units.filters) == 6 and units.weights
+        assert len(units.filters) == 8 and units.weights
 
 
 def test_schedule_with_an_unknown_plugin_fails() -> None:

@@ -53,10 +53,15 @@ def test_builtin_policies_are_ovirts() -> None:
 
 def test_policy_weights_and_factors_follow_ovirt() -> None:
     """Each policy weighs with oVirt's units and factors."""
-    assert make_policy("none").weights == (("cpu_load", 2), ("free_memory", 1))
-    assert make_policy("evenly_distributed").weights == (("cpu_load", 2), ("free_memory", 1))
-    assert make_policy("power_saving").weights == (("pack_cpu", 2), ("pack_memory", 1))
-    assert make_policy("vm_evenly_distributed").weights == (("vm_count", 2),)
+    soft = (("vm_affinity", 10), ("host_affinity", 20))
+    assert make_policy("none").weights == (("cpu_load", 2), ("free_memory", 1), *soft)
+    assert make_policy("evenly_distributed").weights == (
+        ("cpu_load", 2),
+        ("free_memory", 1),
+        *soft,
+    )
+    assert make_policy("power_saving").weights == (("pack_cpu", 2), ("pack_memory", 1), *soft)
+    assert make_policy("vm_evenly_distributed").weights == (("vm_count", 2), *soft)
 
 
 def test_policy_balancers() -> None:
@@ -67,12 +72,15 @@ def test_policy_balancers() -> None:
 
 
 def test_every_builtin_policy_runs_the_same_filters() -> None:
-    """Every built-in policy filters by status, exclusion, pinning, CPU, memory and overload."""
+    """Every built-in policy filters by status, exclusion, pinning, hard affinity, CPU, memory
+    and overload."""
     for policy in BUILTIN_POLICIES.values():
         assert policy.filters == (
             "status",
             "excluded",
             "pinning",
+            "vm_affinity",
+            "host_affinity",
             "cpu",
             "memory",
             "cpu_overloaded",

@@ -18,8 +18,11 @@ from engine.store.pool import ReconnectingPool
 TABLES = {
     "host_static", "host_dynamic", "host_statistics", "host_statistics_history",
     "vm_static", "vm_dynamic", "vm_statistics", "vm_statistics_history",
-    "audit_log", "jobs", "users", "sessions", "schema_version",
+    "audit_log", "jobs", "users", "sessions", "schema_version", "host_power_management",
 }
+#: Every packaged migration's number, and the latest.
+ALL = [m.version for m in load_migrations()]
+LATEST = ALL[-1]
 
 
 @pytest_twisted.async_yield_fixture
@@ -64,13 +67,15 @@ def test_bad_file_sets(tmp_path):
 async def test_from_empty(empty_pool):
     """An empty database gets every migration, each recorded in ``schema_version``."""
     assert await schema_version(empty_pool) == 0
-    assert await migrate(empty_pool) == [1, 2]
-    assert await schema_version(empty_pool) == 2
+    assert await migrate(empty_pool) == ALL
+    assert await schema_version(empty_pool) == LATEST
     assert TABLES <= await tables(empty_pool)
     rows = await empty_pool.run(lambda tx: tx.fetch_all(
         "SELECT version, name FROM schema_version ORDER BY version"
     ))
-    assert rows == [{"version": 1, "name": "initial"}, {"version": 2, "name": "statistics_history"}]
+    assert rows == [{"version": m.version, "name": m.name} for m in load_migrations()]
+    assert rows[:2] == [{"version": 1, "name": "initial"},
+                        {"version": 2, "name": "statistics_history"}]
     assert await migrate(empty_pool) == []  # up to date: nothing to do
 
 
@@ -93,7 +98,7 @@ async def test_upgrade_from_version_1(pg, empty_pool):
         )
 
     await empty_pool.run(version_1_data)
-    assert await migrate(empty_pool) == [2]
+    assert await migrate(empty_pool) == ALL[1:]
     history = await empty_pool.run(lambda tx: tx.fetch_all(
         "SELECT host_id, cpu_user FROM host_statistics_history"
     ))
@@ -129,7 +134,7 @@ async def test_failed_migration_leaves_database_unchanged(empty_pool, tmp_path):
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'host_static'"
     ))
     assert "colour" not in {c["column_name"] for c in columns}
-    assert await migrate(empty_pool) == [2]  # the fixed release upgrades normally
+    assert await migrate(empty_pool) == ALL[1:]  # the fixed release upgrades normally
 
 
 @pytest_twisted.ensureDeferred
@@ -138,7 +143,7 @@ async def test_database_newer_than_engine(empty_pool):
     await migrate(empty_pool)
     with pytest.raises(SchemaTooNew) as caught:
         await migrate(empty_pool, load_migrations()[:1])
-    assert (caught.value.found, caught.value.known) == (2, 1)
+    assert (caught.value.found, caught.value.known) == (LATEST, 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -153,8 +158,8 @@ async def test_concurrent_engines_migrate_once(pg, empty_pool):
         ])
     finally:
         other.close()
-    assert sorted(results[0] + results[1]) == [1, 2]
-    assert await schema_version(empty_pool) == 2
+    assert sorted(results[0] + results[1]) == ALL
+    assert await schema_version(empty_pool) == LATEST
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,7 @@ from agent_harness import eventually, wait_until
 from guests import READY_MARKER
 from test_agent_qemu import Session, guest_params, stats_of
 
-from vdsmlike.agentproc import AgentProcess
+from vdsmlike.agentproc import AgentProcess, kill_guests_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 MIB = 1024
@@ -24,6 +24,7 @@ def workdir():
     """A short directory: QEMU's monitor socket paths must stay under 108 bytes."""
     path = tempfile.mkdtemp(prefix="vla-", dir="/tmp")
     yield path
+    kill_guests_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ from guests import READY_MARKER
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from vdsmlike.agentproc import AgentProcess, connect_when_ready
+from vdsmlike.agentproc import AgentProcess, connect_when_ready, kill_guests_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -30,6 +30,7 @@ def workdir():
     """A short directory: QEMU's monitor socket paths must stay under 108 bytes."""
     path = tempfile.mkdtemp(prefix="vla-", dir="/tmp")
     yield path
+    kill_guests_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -85,6 +85,12 @@ class MissingParameter(VdsmError):
     code, message = 11, "Missing required parameter"
 
 
+class MigrateError(VdsmError):
+    """VDSM's ``migrateErr``: a migration could not be done (the reason follows)."""
+
+    code, message = 12, "Fatal error during migration"
+
+
 class OutOfMemory(VdsmError):
     code, message = 14, "Not enough free memory to create VM"
 
@@ -127,8 +133,26 @@ class ApiHookError(VdsmError):
     code, message = 78, "Hook error"
 
 
+class MigrationCancelError(VdsmError):
+    """VDSM's ``migCancelErr``: ``VM.migrateCancel`` for a VM that is not migrating."""
+
+    code, message = 47, "Migration not in progress"
+
+
 class MigrationInProgress(VdsmError):
     code, message = 51, "Command not supported during migration"
+
+
+class MigrationNotInProgress(VdsmError):
+    """VDSM's ``migNotInProgress``: a migration verb for a VM that is not migrating."""
+
+    code, message = 81, "Migration not in progress"
+
+
+class MigrationLimit(VdsmError):
+    """VDSM's ``migrateLimit``: the destination already receives its limit of migrations."""
+
+    code, message = 82, "Incoming migration limit exceeded"
 
 
 class BalloonError(VdsmError):

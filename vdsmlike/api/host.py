@@ -1,9 +1,13 @@
-"""``Host.*`` verb handlers: the host's identity, statistics, and views over all its VMs."""
+"""``Host.*`` verb handlers: the host's identity, statistics, and views over all its VMs; and
+:class:`AgentRestart`, this agent process's identity and its way out for ``Host.restart``."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
+
+from twisted.logger import Logger
 
 from hooks.runner import NullHookRunner
 
@@ -15,6 +19,54 @@ from ..vm.vm import vm_definition
 from . import errors
 from .hooked import around_hooks
 from .verbs import verb
+
+#: The agent's exit status after ``Host.restart`` (EX_TEMPFAIL): "start me again". systemd's
+#: ``Restart=on-failure`` (or ``always``) and the test-host launcher both do.
+RESTART_EXIT_STATUS = 75
+
+
+class AgentRestart:
+    """
+    This agent process: its instance id and start time (reported in the capabilities, so the
+    engine can tell a restarted agent from the same one), and its exit on ``Host.restart``.
+
+    The daemon's entry point sets :attr:`exit` to something that stops the reactor; it then
+    exits with :data:`RESTART_EXIT_STATUS` once :attr:`requested`. An agent embedded in another
+    program (tests) leaves it None, and ``Host.restart`` is refused there.
+
+    :param clock: schedules the exit; its ``seconds()`` is the start time.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self.instance = str(uuid.uuid4())
+        self.started = float(clock.seconds())
+        self.exit: Callable[[], object] | None = None
+        self.requested = False
+
+    def capabilities(self) -> dict[str, Any]:
+        """The keys this adds to ``Host.getCapabilities``."""
+        return {"agentInstance": self.instance, "agentStarted": self.started}
+
+    def request(self, delay: float) -> dict[str, Any]:
+        """
+        Exit ``delay`` seconds from now (a second request changes nothing).
+
+        :returns: ``Host.restart``'s answer.
+        :raises errors.NotImplementedVerb: when nothing would start this agent again.
+        """
+        if self.exit is None:
+            raise errors.NotImplementedVerb(
+                "this agent runs inside another program, with no supervisor to start it again"
+            )
+        if not self.requested:
+            self.requested = True
+            self.log.warn("restart requested: exiting in {delay} s with status {status}",
+                          delay=delay, status=RESTART_EXIT_STATUS)
+            self._clock.callLater(delay, self.exit)
+        return {"instance": self.instance, "delay": delay, "exitStatus": RESTART_EXIT_STATUS}
 
 
 class HostApi:
@@ -29,8 +81,14 @@ class HostApi:
         hooks: Any = None,
         tuning: VmTuning | None = None,
         mom: Callable[[], dict[str, Any]] | None = None,
+        restart: AgentRestart | None = None,
     ) -> None:
-        """:param mom: the embedded MOM's status for ``Host.getStats``; ``None``: disabled."""
+        """
+        :param mom: the embedded MOM's status for ``Host.getStats``; ``None``: disabled.
+        :param restart: this process's identity and exit (``Host.restart``); ``None``: no
+            instance in the capabilities, and ``Host.restart`` refused.
+        """
+        self._restart = restart
         self._vms = container
         self._monitor = monitor
         self._host = host
@@ -47,9 +105,19 @@ class HostApi:
     async def get_capabilities(self) -> dict[str, Any]:
         """What this host is and offers, with VDSM's keys."""
         installed = self._hooks.installed()
+        instance = self._restart.capabilities() if self._restart is not None else {}
         return await around_hooks(
-            self._hooks, "get_caps", lambda: self._host.capabilities(hooks=installed)
+            self._hooks,
+            "get_caps",
+            lambda: {**self._host.capabilities(hooks=installed), **instance},
         )
+
+    @verb("Host.restart")
+    def restart(self, delay: float = 0.5) -> dict[str, Any]:
+        """Answer, then exit for the supervisor to start the agent again; VMs keep running."""
+        if self._restart is None:
+            raise errors.NotImplementedVerb("this agent cannot restart itself")
+        return self._restart.request(delay)
 
     @verb("Host.getHardwareInfo")
     async def get_hardware_info(self) -> dict[str, str]:

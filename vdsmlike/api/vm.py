@@ -7,6 +7,8 @@ from typing import Any
 from hooks.runner import NullHookRunner
 
 from ..interfaces import IHookRunner
+from ..vm.console import SerialConsole
+from ..vm.consolewindow import DEFAULT_SIZE
 from ..vm.container import VmContainer
 from ..vm.monitor import VmStatsMonitor
 from ..vm.tune import VmTuning
@@ -25,11 +27,13 @@ class VmApi:
         *,
         hooks: IHookRunner | None = None,
         tuning: VmTuning | None = None,
+        console: SerialConsole | None = None,
     ) -> None:
         self._vms = container
         self._monitor = monitor
         self._hooks = hooks if hooks is not None else NullHookRunner()
         self._tuning = tuning
+        self._console = console
 
     @verb("VM.create")
     async def create(self, vmParams: dict[str, Any], vmID: str | None = None) -> dict[str, Any]:
@@ -106,6 +110,15 @@ class VmApi:
     async def hotunplug_nic(self, vmID: str, params: dict[str, Any]) -> dict[str, Any]:
         """Hot-unplug a NIC."""
         return await self._vms.hotunplug(vmID, params, "nic")
+
+    @verb("VM.getConsoleOutput")
+    async def get_console_output(
+        self, vmID: str, offset: int | None = None, size: int = DEFAULT_SIZE
+    ) -> dict[str, Any]:
+        """Read the guest's serial console log: the bytes from ``offset``, or its tail."""
+        if self._console is None:
+            raise errors.NotImplementedVerb("the serial console is not configured in this agent")
+        return await self._console.read(vmID, offset=offset, size=size)
 
     def _tuned(self) -> VmTuning:
         if self._tuning is None:

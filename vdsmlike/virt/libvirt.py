@@ -5,9 +5,9 @@ Works with ``qemu:///embed?root=DIR`` (real guests, no daemon), ``qemu:///system
 
 Threads: every blocking libvirt call goes through the :class:`IBlockingRunner`, keyed by VM id
 (``None`` for connection-wide calls), so the calls about one VM run in order. libvirt's default
-event loop is registered once per process (:func:`ensure_event_loop`) and run by one daemon
-thread; lifecycle and reboot callbacks hop to the reactor with ``callFromThread``, which keeps
-their order.
+event loop is registered once per process (:func:`.libvirt_loop.ensure_event_loop`) and run by
+one daemon thread; lifecycle and reboot callbacks hop to the reactor with ``callFromThread``,
+which keeps their order.
 
 The test driver (``test:`` URIs) accepts only ``<domain type='test'>`` and rejects
 ``VIR_DOMAIN_START_PAUSED`` ("unsupported flags (0x1)"); :meth:`LibvirtHypervisor.create`
@@ -23,15 +23,18 @@ rules (:mod:`.tuning`). Its block IO tuning is real, but it refuses a limit abov
 ``*_max`` burst limit even when that is 0 (QEMU reads 0 as "no burst limit"), so
 :meth:`~LibvirtHypervisor.set_block_io_tune` sets each ``*_max`` to its limit there.
 
+Live migration (:class:`~vdsmlike.interfaces.ILiveMigration`) is mixed in from
+:class:`~.libvirt_migration.LibvirtMigration`: real peer-to-peer migration, emulated on
+``test:`` URIs only. The process-wide event loop and shared embedded connections are in
+:mod:`.libvirt_loop`; the pure conversions (errors, XML facts, stats, host info) in
+:mod:`.libvirt_convert`.
+
 The embedded QEMU driver (``qemu:///embed``), what we found:
 
 - One embedded root per process: a second root in the same process is refused, so the tests
   share one session-scoped root.
-- Closing the last connection shuts the embedded driver down, and every open after that
-  registers the QEMU driver again: after about twenty open/close cycles libvirt refuses with
-  "internal error: Too many drivers, cannot register QEMU". So an embedded URI is opened once
-  per process and that connection is shared and never closed; :meth:`close` only stops our
-  events.
+- An embedded URI is opened once per process and that connection is shared and never closed
+  (:mod:`.libvirt_loop` says why); :meth:`close` only stops our events.
 - Guests outlive the process. A new process (or a reopened driver) sees them again, but
   reconnects to each QEMU monitor in a background thread: the first call about such a guest
   waits for that (about 1.5 s under TCG). In ten reopen-and-destroy runs (six in new processes,
@@ -51,21 +54,19 @@ The embedded QEMU driver (``qemu:///embed``), what we found:
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import libvirt
-from defusedxml import ElementTree
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..interfaces import IBlockingRunner, IHypervisor
-from .errors import DomainExists, DomainNotFound, HypervisorError
+from ..interfaces import IBlockingRunner, IHypervisor, ILiveMigration
+from .emulated_migrations import EmulatedMigrations
+from .errors import HypervisorError
 from .events import (
     METADATA_NS,
     METADATA_PREFIX,
@@ -76,6 +77,9 @@ from .events import (
     HostInfo,
     LifecycleEvent,
 )
+from .libvirt_convert import as_test_domain, host_info_from, stats_from_info, translate, xml_uuid
+from .libvirt_loop import ensure_event_loop, is_shared, open_connection
+from .libvirt_migration import EventRewrites, LibvirtMigration
 from .tuning import IO_TUNE_KEYS, apply_cpu_tune, io_tune_limits
 
 RECOVERY_GRACE_SECONDS = 30.0
@@ -96,85 +100,11 @@ STATS_FLAGS = (
     | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 )
 
-_event_loop_lock = threading.Lock()
-_event_loop_thread: threading.Thread | None = None
-# Embedded drivers by URI: opened once per process and never closed (see the module docstring).
-_embedded: dict[str, libvirt.virConnect] = {}
 
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop and start its thread, once per process."""
-    global _event_loop_thread
-    with _event_loop_lock:
-        if _event_loop_thread is not None:
-            return
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        libvirt.virEventRegisterDefaultImpl()
-        _event_loop_thread = threading.Thread(
-            target=_run_event_loop, name="libvirt-events", daemon=True
-        )
-        _event_loop_thread.start()
-
-
-def _connect(uri: str) -> libvirt.virConnect:
-    """Open ``uri``; an embedded driver's connection is opened once and shared."""
-    if not uri.startswith("qemu:///embed"):
-        return libvirt.open(uri)
-    with _event_loop_lock:
-        if uri not in _embedded:
-            _embedded[uri] = libvirt.open(uri)
-        return _embedded[uri]
-
-
-def _run_event_loop() -> None:
-    """Run libvirt's event loop forever (daemon thread)."""
-    while True:
-        libvirt.virEventRunDefaultImpl()
-
-
-def translate(
-    error: libvirt.libvirtError, vm_id: str | None, *, creating: bool = False
-) -> HypervisorError:
+@implementer(IHypervisor, ILiveMigration)
+class LibvirtHypervisor(LibvirtMigration):
     """
-    Map a libvirt error to ours: not found, exists, or a plain :class:`HypervisorError`.
-
-    libvirt reports a duplicate as ``VIR_ERR_OPERATION_FAILED`` ("domain 'a' already exists
-    with uuid ..." for a used name, "is already defined" for a used uuid) or, for the same name
-    and uuid, ``VIR_ERR_OPERATION_INVALID`` ("domain 'a' is already active"); only a create is
-    read that way, where nothing else says "already".
-    """
-    code = error.get_error_code()
-    message = str(error)
-    if code == libvirt.VIR_ERR_NO_DOMAIN and vm_id is not None:
-        return DomainNotFound(vm_id)
-    if code == libvirt.VIR_ERR_DOM_EXIST or (
-        creating
-        and code in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_OPERATION_INVALID)
-        and "already" in message
-    ):
-        return DomainExists(message)
-    return HypervisorError(message)
-
-
-def xml_uuid(xml: str) -> str | None:
-    """:returns: the lower-case ``<uuid>`` of domain ``xml``, or None if it has none."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except Exception as e:  # defusedxml raises several types for hostile or broken XML
-        raise HypervisorError(f"invalid domain XML: {e}") from None
-    text = root.findtext("uuid")
-    return text.strip().lower() if text else None
-
-
-def as_test_domain(xml: str) -> str:
-    """:returns: ``xml`` with the root ``<domain type=...>`` changed to ``type='test'``."""
-    return re.sub(r"(<domain\b[^>]*?\btype\s*=\s*)(['\"])[^'\"]*\2", r"\1\2test\2", xml, count=1)
-
-
-@implementer(IHypervisor)
-class LibvirtHypervisor:
-    """
-    A libvirt connection as an :class:`IHypervisor`.
+    A libvirt connection as an :class:`IHypervisor` and an :class:`ILiveMigration`.
 
     :param uri: the libvirt URI.
     :param runner: runs the blocking calls, keyed by VM id.
@@ -195,6 +125,10 @@ class LibvirtHypervisor:
         self._listed: set[str] = set()
         # The test driver's emulated vCPU bandwidth, by VM id (see the module docstring).
         self._cpu_tunes: dict[str, CpuTune] = {}
+        # Test-driver migration emulation: running transfers and their settings, and the
+        # events to rewrite (see .libvirt_migration).
+        self._emulations = EmulatedMigrations()
+        self._rewrites = EventRewrites()
 
     # -- connection and events
 
@@ -205,7 +139,7 @@ class LibvirtHypervisor:
     def _open(self) -> None:
         ensure_event_loop()
         try:
-            conn = _connect(self.uri)
+            conn = open_connection(self.uri)
             self._callback_ids = [
                 conn.domainEventRegisterAny(
                     None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
@@ -234,7 +168,7 @@ class LibvirtHypervisor:
             except libvirt.libvirtError:
                 pass
         self._callback_ids = []
-        if self.uri in _embedded:
+        if is_shared(self.uri):
             return
         try:
             conn.close()
@@ -250,7 +184,10 @@ class LibvirtHypervisor:
             kind = LifecycleEvent(event)
         except ValueError:
             return
-        self._reactor.callFromThread(self._deliver, DomainEvent(dom.UUIDString(), kind, detail))
+        vm_id = dom.UUIDString().lower()
+        detail = self._rewrites.apply(vm_id, kind, detail)
+        if detail != EventRewrites.DROP:
+            self._reactor.callFromThread(self._deliver, DomainEvent(vm_id, kind, detail))
 
     def _on_reboot(self, _conn: Any, dom: Any, _opaque: Any) -> None:
         self._reactor.callFromThread(self._deliver, DomainEvent(dom.UUIDString(), "reboot"))
@@ -409,6 +346,8 @@ class LibvirtHypervisor:
 
     def _forget_cpu_tune(self, _: None, vm_id: str) -> None:
         self._cpu_tunes.pop(vm_id.lower(), None)
+        # Destroyed while it migrates (emulated): the migration fails.
+        self._emulations.abort(vm_id.lower())
 
     def shutdown(self, vm_id: str) -> Deferred[None]:
         """:returns: a Deferred firing with None once the ACPI request is sent."""
@@ -540,94 +479,9 @@ class LibvirtHypervisor:
         for dom, stats in records:
             try:
                 if "balloon.current" not in stats:
-                    stats = {**_stats_from_info(dom.info()), **stats}
+                    stats = {**stats_from_info(dom.info()), **stats}
                 result[dom.UUIDString().lower()] = stats
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise translate(e, None) from None
         return result
-
-
-def _stats_from_info(info: list[int]) -> dict[str, int]:
-    """The stats keys ``virDomainGetInfo`` can fill: ``[state, max KiB, KiB, vcpus, cpu ns]``."""
-    _state, max_kib, kib, vcpus, cpu_ns = info
-    return {
-        "balloon.current": kib,
-        "balloon.maximum": max_kib,
-        "vcpu.current": vcpus,
-        "vcpu.maximum": vcpus,
-        "cpu.time": cpu_ns,
-    }
-
-
-def _version(number: int) -> tuple[int, int, int]:
-    """libvirt's ``major * 1,000,000 + minor * 1,000 + micro`` as a tuple."""
-    return (number // 1_000_000, number // 1_000 % 1_000, number % 1_000)
-
-
-def host_info_from(
-    *,
-    info: list[Any],
-    capabilities: str,
-    hostname: str,
-    lib_version: int,
-    hv_version: int,
-    hv_type: str,
-) -> HostInfo:
-    """
-    Build a :class:`HostInfo` from what libvirt's connection says (pure).
-
-    :param info: ``virNodeGetInfo``: model, MiB, cpus, MHz, nodes, sockets per node, cores,
-        threads.
-    :param capabilities: the ``virConnectGetCapabilities`` XML.
-    """
-    model, mib, cpus, mhz, nodes, sockets, cores, threads = info
-    caps = ElementTree.fromstring(capabilities)
-    host = caps.find("host")
-    cpu = host.find("cpu") if host is not None else None
-    arch = cpu.findtext("arch", "") if cpu is not None else ""
-    cpu_model = (cpu.findtext("model") if cpu is not None else None) or model
-    flags = tuple(f.get("name", "") for f in cpu.findall("feature")) if cpu is not None else ()
-    machines: list[str] = []
-    kvm = False
-    for guest in caps.findall("guest"):
-        guest_arch = guest.find("arch")
-        if guest_arch is None or guest_arch.get("name") != arch:
-            continue
-        for machine in guest_arch.findall("machine"):
-            if machine.text and machine.text not in machines:
-                machines.append(machine.text)
-        kvm = kvm or any(d.get("type") == "kvm" for d in guest_arch.findall("domain"))
-    return HostInfo(
-        memory_kib=mib * 1024,
-        cpus=cpus,
-        sockets=sockets * nodes,
-        cores=cores,
-        threads=threads,
-        cpu_model=cpu_model,
-        cpu_mhz=mhz,
-        cpu_flags=flags,
-        hostname=hostname,
-        host_uuid=(host.findtext("uuid", "") if host is not None else "").lower(),
-        emulated_machines=tuple(machines),
-        kvm=kvm,
-        lib_version=_version(lib_version),
-        hv_version=_version(hv_version),
-        hv_type=hv_type,
-        numa_nodes=_numa_cells(host),
-    )
-
-
-def _numa_cells(host: Any) -> dict[int, dict]:
-    """``{cell id: {"memory_kib": n, "cpus": [ids]}}`` from the capabilities' host topology."""
-    cells: dict[int, dict] = {}
-    if host is None:
-        return cells
-    for cell in host.findall("topology/cells/cell"):
-        memory = cell.find("memory")
-        kib = int(memory.text) if memory is not None and memory.text else 0
-        if memory is not None and memory.get("unit", "KiB") == "MiB":
-            kib *= 1024
-        cpus = [int(c.get("id")) for c in cell.findall("cpus/cpu")]
-        cells[int(cell.get("id", len(cells)))] = {"memory_kib": kib, "cpus": cpus}
-    return cells

@@ -14,28 +14,30 @@ method's Deferred fires, and ``shutdown()`` stops the domain at once.
 Tuning: vCPU bandwidth and the block IO limits of the domain's ``<disk>`` elements (by target
 dev) are kept per domain and checked with libvirt's rules (:mod:`.tuning`).
 
-Test knobs: :meth:`fail_next` (error injection), :meth:`crash`, :meth:`guest_ignores_shutdown`.
+Migration (:class:`~vdsmlike.interfaces.ILiveMigration`) is *emulated*, mixed in from
+:class:`~.memory_migration.MemoryMigration`. The domain record and its XML are in
+:mod:`.memory_domain`.
+
+Test knobs: :meth:`fail_next` (error injection), :meth:`crash`, :meth:`guest_ignores_shutdown`,
+:meth:`set_emulated_dirty_rate`.
 """
 
 from __future__ import annotations
 
 import time
-import uuid as uuidlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree as StdElementTree
 
 from defusedxml import ElementTree
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..interfaces import IHypervisor
+from ..interfaces import IHypervisor, ILiveMigration
+from ..vm.migration import MigrationSupport
+from .emulated_migrations import EmulatedMigrations
 from .errors import DomainExists, DomainNotFound, HypervisorError
 from .events import (
-    METADATA_NS,
-    METADATA_PREFIX,
     CpuTune,
     DomainEvent,
     DomainInfo,
@@ -45,26 +47,12 @@ from .events import (
     StoppedDetail,
     SuspendedDetail,
 )
+from .memory_domain import MemoryDomain, domain_from_xml, live_xml
+from .memory_migration import MemoryMigration
 from .tuning import apply_cpu_tune, block_io_tune
-
-StdElementTree.register_namespace(METADATA_PREFIX, METADATA_NS)
 
 #: Seconds between ``shutdown()`` and the simulated guest powering off (with a reactor).
 SHUTDOWN_DELAY = 0.2
-
-_UNITS = {
-    "b": 1 / 1024,
-    "bytes": 1 / 1024,
-    "k": 1,
-    "kib": 1,
-    "kb": 1000 / 1024,
-    "m": 1024,
-    "mib": 1024,
-    "mb": 1000**2 / 1024,
-    "g": 1024**2,
-    "gib": 1024**2,
-    "gb": 1000**3 / 1024,
-}
 
 DEFAULT_HOST = HostInfo(
     memory_kib=16 * 1024 * 1024,
@@ -86,68 +74,8 @@ DEFAULT_HOST = HostInfo(
 )
 
 
-@dataclass
-class _Domain:
-    """One simulated domain."""
-
-    vm_id: str
-    name: str
-    xml: str
-    max_kib: int
-    current_kib: int
-    vcpus: int
-    state: DomainState = DomainState.RUNNING
-    reason: int = 1
-    cpu_ns: int = 0
-    running_since: float | None = None
-    ignores_shutdown: bool = False
-    metadata: str | None = None
-    pending: list[Any] = field(default_factory=list)
-    cpu_tune: CpuTune = CpuTune()
-    io_tune: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def _kib(element: Any) -> int:
-    unit = element.get("unit", "KiB").lower()
-    if unit not in _UNITS:
-        raise ValueError(f"unknown suffix {unit!r}")
-    return int(int(element.text.strip()) * _UNITS[unit])
-
-
-def _parse(xml: str) -> _Domain:
-    """Read uuid, name, memory and vCPUs from domain XML; :raises HypervisorError: if invalid."""
-    try:
-        root = ElementTree.fromstring(xml)
-        if root.tag != "domain":
-            raise ValueError("the root element is not <domain>")
-        name = (root.findtext("name") or "").strip()
-        if not name:
-            raise ValueError("missing domain name")
-        vm_id = (root.findtext("uuid") or str(uuidlib.uuid4())).strip().lower()
-        uuidlib.UUID(vm_id)
-        memory = root.find("memory")
-        max_kib = _kib(memory) if memory is not None else 131072
-        current = root.find("currentMemory")
-        vcpu = root.find("vcpu")
-        vcpus = int(vcpu.get("current") or vcpu.text.strip()) if vcpu is not None else 1
-        current_kib = _kib(current) if current is not None else max_kib
-        disks = [target.get("dev") for target in root.findall("devices/disk/target")]
-    except Exception as e:  # defusedxml and int() raise several types
-        raise HypervisorError(f"XML error: {e}") from None
-    domain = _Domain(vm_id, name, xml, max_kib, current_kib, vcpus, cpu_tune=CpuTune(vcpus=vcpus))
-    domain.io_tune = {dev: block_io_tune({}) for dev in disks if dev}
-    return domain
-
-
-def _in_namespace(element: Any) -> Any:
-    for e in element.iter():
-        if isinstance(e.tag, str) and not e.tag.startswith("{"):
-            e.tag = f"{{{METADATA_NS}}}{e.tag}"
-    return element
-
-
-@implementer(IHypervisor)
-class MemoryHypervisor:
+@implementer(IHypervisor, ILiveMigration)
+class MemoryHypervisor(MemoryMigration):
     """
     A hypervisor whose domains live in a dict.
 
@@ -162,12 +90,14 @@ class MemoryHypervisor:
         self.uri = "memory:///"
         self._reactor = reactor
         self._host = host
-        self.domains: dict[str, _Domain] = {}
+        self.domains: dict[str, MemoryDomain] = {}
         self._listener: Callable[[DomainEvent], None] | None = None
         self._queue: list[DomainEvent] = []
         self._flush_call: Any = None
         self._failures: dict[str, list[Exception]] = {}
         self._samples = 0
+        self._emulations = EmulatedMigrations()
+        self.migration_support = MigrationSupport(outgoing=True, incoming=True, emulated=True)
 
     # -- test knobs
 
@@ -206,7 +136,7 @@ class MemoryHypervisor:
             except Exception:
                 self.log.failure("event listener failed on {event}", event=event)
 
-    def _get(self, vm_id: str) -> _Domain:
+    def _get(self, vm_id: str) -> MemoryDomain:
         domain = self.domains.get(str(vm_id).lower())
         if domain is None:
             raise DomainNotFound(vm_id)
@@ -222,45 +152,31 @@ class MemoryHypervisor:
         except HypervisorError:
             return fail()
 
-    def _settle_cpu(self, domain: _Domain) -> None:
+    def _settle_cpu(self, domain: MemoryDomain) -> None:
         if domain.running_since is not None:
             now = self._now()
             # A guest that is mostly idle: 10 % of each vCPU.
             domain.cpu_ns += int((now - domain.running_since) * 1e8 * domain.vcpus)
             domain.running_since = now
 
-    def _set_state(self, domain: _Domain, state: DomainState, reason: int) -> None:
+    def _set_state(self, domain: MemoryDomain, state: DomainState, reason: int) -> None:
         self._settle_cpu(domain)
         domain.state, domain.reason = state, reason
         domain.running_since = self._now() if state == DomainState.RUNNING else None
 
-    def _remove(self, domain: _Domain, detail: StoppedDetail) -> None:
+    def _remove(self, domain: MemoryDomain, detail: StoppedDetail) -> None:
         for call in domain.pending:
             if call.active():
                 call.cancel()
+        # A domain destroyed while it migrates: the migration fails.
+        self._emulations.abort(domain.vm_id)
         del self.domains[domain.vm_id]
         self._emit(domain.vm_id, LifecycleEvent.STOPPED, detail)
 
-    def _live_xml(self, domain: _Domain) -> str:
-        root = ElementTree.fromstring(domain.xml)
-        root.set("id", str(list(self.domains).index(domain.vm_id) + 1))
-        current = root.find("currentMemory")
-        if current is None:
-            current = StdElementTree.SubElement(root, "currentMemory")
-        current.set("unit", "KiB")
-        current.text = str(domain.current_kib)
-        if domain.metadata is not None:
-            metadata = root.find("metadata")
-            if metadata is None:
-                metadata = StdElementTree.Element("metadata")
-                root.insert(2, metadata)
-            for child in list(metadata):
-                if child.tag.startswith(f"{{{METADATA_NS}}}"):
-                    metadata.remove(child)
-            metadata.append(_in_namespace(ElementTree.fromstring(domain.metadata)))
-        return StdElementTree.tostring(root, encoding="unicode")
+    def _live_xml(self, domain: MemoryDomain) -> str:
+        return live_xml(domain, list(self.domains).index(domain.vm_id) + 1)
 
-    def _info(self, domain: _Domain) -> DomainInfo:
+    def _info(self, domain: MemoryDomain) -> DomainInfo:
         return DomainInfo(
             domain.vm_id, domain.name, domain.state, domain.reason, self._live_xml(domain)
         )
@@ -296,7 +212,15 @@ class MemoryHypervisor:
         return self._call("create", self._create, xml, paused)
 
     def _create(self, xml: str, paused: bool) -> DomainInfo:
-        domain = _parse(xml)
+        domain = self._add(domain_from_xml(xml))
+        self._set_state(domain, DomainState.RUNNING, 1)
+        self._emit(domain.vm_id, LifecycleEvent.STARTED, 0)
+        if paused:
+            self._set_state(domain, DomainState.PAUSED, 1)
+            self._emit(domain.vm_id, LifecycleEvent.SUSPENDED, SuspendedDetail.PAUSED)
+        return self._info(domain)
+
+    def _add(self, domain: MemoryDomain) -> MemoryDomain:
         for other in self.domains.values():
             if other.vm_id == domain.vm_id or other.name == domain.name:
                 raise DomainExists(
@@ -304,12 +228,7 @@ class MemoryHypervisor:
                     f"{other.vm_id}"
                 )
         self.domains[domain.vm_id] = domain
-        self._set_state(domain, DomainState.RUNNING, 1)
-        self._emit(domain.vm_id, LifecycleEvent.STARTED, 0)
-        if paused:
-            self._set_state(domain, DomainState.PAUSED, 1)
-            self._emit(domain.vm_id, LifecycleEvent.SUSPENDED, SuspendedDetail.PAUSED)
-        return self._info(domain)
+        return domain
 
     def destroy(self, vm_id: str, graceful: bool) -> Deferred[None]:
         """:returns: a Deferred firing with None; the domain is gone (STOPPED/DESTROYED)."""
@@ -330,7 +249,7 @@ class MemoryHypervisor:
         else:
             domain.pending.append(self._reactor.callLater(SHUTDOWN_DELAY, self._power_off, domain))
 
-    def _power_off(self, domain: _Domain) -> None:
+    def _power_off(self, domain: MemoryDomain) -> None:
         if self.domains.get(domain.vm_id) is domain:
             self._emit(domain.vm_id, LifecycleEvent.SHUTDOWN, 0)
             self._remove(domain, StoppedDetail.SHUTDOWN)
@@ -436,7 +355,7 @@ class MemoryHypervisor:
 
         return self._call("set_block_io_tune", set_block_io_tune)
 
-    def _disk(self, vm_id: str, device: str) -> tuple[_Domain, dict[str, int]]:
+    def _disk(self, vm_id: str, device: str) -> tuple[MemoryDomain, dict[str, int]]:
         domain = self._get(vm_id)
         if device not in domain.io_tune:
             raise HypervisorError(f"invalid argument: disk '{device}' not found in domain")
@@ -450,7 +369,7 @@ class MemoryHypervisor:
         self._samples += 1
         return {d.vm_id: self._stats(d) for d in self.domains.values()}
 
-    def _stats(self, domain: _Domain) -> dict[str, Any]:
+    def _stats(self, domain: MemoryDomain) -> dict[str, Any]:
         self._settle_cpu(domain)
         if domain.state == DomainState.RUNNING:
             domain.cpu_ns += 1_000_000  # strictly increasing while running, even on a Clock

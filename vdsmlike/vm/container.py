@@ -5,157 +5,43 @@ back (results and libvirt events) through the state machine (:mod:`.states`) and
 interpretation (:mod:`.lifecycle`), and publishes ``|virt|VM_status|<vmId>`` whenever a VM's
 state changes. Everything runs in the reactor thread; the hypervisor does its blocking work on
 its own runner, serialized per VM, so two verbs on one VM reach libvirt in the order they came.
+
+:class:`VmContainer` is put together from parts: the VM table with the transitions, checks
+and calls every operation shares (:mod:`.container_base`), recovery after a restart
+(:mod:`.container_recovery`), the VMs leaving and arriving by migration
+(:mod:`.container_migration`), and here the verbs: create, destroy, shutdown, reset, pause,
+cont, the balloon, hotplug, and libvirt's events.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
-
-from hooks.runner import NullHookRunner
 
 from ..api import errors
-from ..interfaces import IHookRunner, IHypervisor
 from ..virt.errors import DomainNotFound, HypervisorError
-from ..virt.events import DomainEvent, DomainInfo
+from ..virt.events import DomainEvent
 from . import domxml
+from .container_base import ContainerConfig, status_event_id
+from .container_migration import ContainerMigration
+from .container_recovery import ContainerRecovery
 from .lifecycle import Exit, interpret
 from .params import boolean
-from .states import (
-    ExitReason,
-    InvalidTransition,
-    VmEvent,
-    VmState,
-    next_state,
-    recovered_state,
-)
-from .vm import Vm, status_details, vm_definition
+from .states import ExitReason, VmEvent, VmState
+from .vm import Vm, vm_definition
 
-Publish = Callable[[str, dict], None]
+# Kept importable from here, where the service and the tests find them.
+__all__ = ["ContainerConfig", "VmContainer", "status_event_id"]
 
 # libvirt's VIR_DOMAIN_START_PAUSED, the launch flag a before_vm_start hook may ask for.
 START_PAUSED = 1
 
-_RUNNING = (VmState.POWERING_UP, VmState.UP, VmState.POWERING_DOWN, VmState.REBOOT_IN_PROGRESS)
 
-
-@dataclass(frozen=True)
-class ContainerConfig:
-    """
-    :ivar domain_type: force ``<domain type>`` ('qemu' for TCG, 'kvm'), or None to keep it.
-    :ivar guest_wait_timeout: seconds a started VM is reported as "Powering up" before "Up".
-    :ivar serial_dir: where VMs built from legacy params get their serial console file.
-    """
-
-    domain_type: str | None = "qemu"
-    guest_wait_timeout: float = 60.0
-    serial_dir: str | None = None
-
-
-def status_event_id(vm_id: str) -> str:
-    """The id of the status event of a VM, as VDSM names it."""
-    return f"|virt|VM_status|{vm_id}"
-
-
-class VmContainer:
+class VmContainer(ContainerRecovery, ContainerMigration):
     """The VMs of this host, keyed by VM id. Down VMs stay until ``VM.destroy``."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        hypervisor: IHypervisor,
-        *,
-        clock: IReactorTime,
-        publish: Publish,
-        event_time: Callable[[], int],
-        config: ContainerConfig = ContainerConfig(),
-        hooks: IHookRunner | None = None,
-        now: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._hv = hypervisor
-        self._clock = clock
-        self._publish = publish
-        self._event_time = event_time
-        self._config = config
-        self._hooks = hooks if hooks is not None else NullHookRunner()
-        self._now = now
-        self._monotonic = monotonic
-        self._vms: dict[str, Vm] = {}
-        self._timers: dict[tuple[str, str], IDelayedCall] = {}
-        self.ready = False
-
-    # -- queries -----------------------------------------------------------------------------
-
-    def get(self, vm_id: str) -> Vm:
-        """:raises errors.NoSuchVM: if the container has no such VM."""
-        vm = self._vms.get(vm_id.lower())
-        if vm is None:
-            raise errors.NoSuchVM(vmId=vm_id)
-        return vm
-
-    def vms(self) -> list[Vm]:
-        """Every VM, Down and external ones included, in creation order."""
-        return list(self._vms.values())
-
-    def elapsed(self, vm: Vm) -> float | None:
-        """Seconds since the VM started, or None if it has not."""
-        if vm.started_monotonic is None:
-            return None
-        return max(0.0, self._monotonic() - vm.started_monotonic)
-
-    # -- recovery ----------------------------------------------------------------------------
-
-    async def recover(self) -> int:
-        """
-        Re-adopt every domain the hypervisor runs: ours (with agent metadata) with their state,
-        start time and balloon target; the others as external, read-only VMs.
-
-        :returns: the number of VMs adopted; ``ready`` is True afterwards.
-        """
-        for info in await self._hv.list_domains():
-            self._adopt(info)
-        self.ready = True
-        for vm in self.vms():
-            self._emit(vm)
-        return len(self._vms)
-
-    def _adopt(self, info: DomainInfo) -> None:
-        try:
-            spec = domxml.parse_domain(info.xml)
-        except domxml.InvalidDomainXml as e:
-            self.log.warn("cannot adopt domain {name}: {error}", name=info.name, error=e)
-            return
-        external = not domxml.has_agent_metadata(info.xml)
-        vm = Vm(
-            spec=spec,
-            xml=info.xml,
-            state=recovered_state(info.state),
-            status_time=self._event_time(),
-            metadata=spec.metadata,
-            external=external,
-        )
-        if vm.state == VmState.DOWN:
-            vm.exit = Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING)
-        if spec.metadata.start_time is not None:
-            vm.started_monotonic = self._monotonic() - max(
-                0.0, self._now() - spec.metadata.start_time
-            )
-        self._vms[vm.vm_id] = vm
-        self.log.info(
-            "recovered vm {vm_id} ({name}) as {state}{ext}",
-            vm_id=vm.vm_id,
-            name=vm.name,
-            state=vm.state.value,
-            ext=" (external)" if external else "",
-        )
 
     # -- create ------------------------------------------------------------------------------
 
@@ -304,12 +190,15 @@ class VmContainer:
         self._refuse_external(vm)
         devices = self._custom_devices(vm)
         if not vm.is_down:
-            starting = vm.state == VmState.WAIT_FOR_LAUNCH
+            reason = {
+                VmState.WAIT_FOR_LAUNCH: ExitReason.DESTROYED_ON_STARTUP,
+                # An incoming VM destroyed before it arrived: its migration failed.
+                VmState.MIGRATION_DESTINATION: ExitReason.MIGRATION_FAILED,
+            }.get(vm.state, ExitReason.ADMIN_SHUTDOWN)
             vm.requests = replace(vm.requests, destroy=True)
             await self._hook("before_vm_destroy", None, vm)  # never stops a destroy
             await self._device_hooks("before_device_destroy", devices, vm)
             await self._stop_domain(vm, graceful=graceful_attempts > 0)
-            reason = ExitReason.DESTROYED_ON_STARTUP if starting else ExitReason.ADMIN_SHUTDOWN
             self._transition(vm, VmEvent.STOPPED, exit=Exit.of(reason))
         self._vms.pop(vm.vm_id, None)
         self._cancel_timers(vm.vm_id)
@@ -497,17 +386,6 @@ class VmContainer:
         except (domxml.InvalidDomainXml, domxml.InvalidVmParams) as e:
             raise error(str(e)) from None
 
-    async def _refresh_xml(self, vm: Vm) -> None:
-        self._set_xml(vm, await self._call(vm, self._hv.get_xml))
-
-    def _set_xml(self, vm: Vm, xml: str) -> None:
-        """Take the live XML, and the devices libvirt filled in (NIC target devs, aliases)."""
-        vm.xml = xml
-        try:
-            vm.spec = domxml.parse_domain(xml)
-        except domxml.InvalidDomainXml as e:
-            self.log.warn("vm {vm_id}: live XML unparsable: {error}", vm_id=vm.vm_id, error=e)
-
     # -- libvirt events ----------------------------------------------------------------------
 
     def on_domain_event(self, event: DomainEvent) -> None:
@@ -521,120 +399,3 @@ class VmContainer:
             return  # The create call decides how a start ends; only a death on the way counts.
         for vm_event in meaning.events:
             self._transition(vm, vm_event, exit=meaning.exit, pause_code=meaning.pause_code)
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _transition(
-        self, vm: Vm, event: VmEvent, *, exit: Exit | None = None, pause_code: str | None = None
-    ) -> bool:
-        """Move the VM by ``event`` if the table allows it; publish the change."""
-        old = vm.state
-        try:
-            new = next_state(old, event)
-        except InvalidTransition:
-            self.log.debug(
-                "vm {vm_id}: ignoring {event} in {state}",
-                vm_id=vm.vm_id,
-                event=event.value,
-                state=old.value,
-            )
-            return False
-        changed_code = pause_code is not None and pause_code != vm.pause_code
-        if new == old and not changed_code:
-            return False
-        if pause_code is not None:
-            vm.pause_code = pause_code
-        vm.state = new
-        vm.status_time = self._event_time()
-        if new == VmState.DOWN:
-            vm.exit = exit or Exit.of(ExitReason.GENERIC_ERROR)
-            self._cancel_timers(vm.vm_id)
-        if new == VmState.UP:
-            vm.requests = replace(vm.requests, shutdown=False)
-        if new == VmState.POWERING_UP:
-            self._schedule(vm, "boot", self._config.guest_wait_timeout, self._booted, vm)
-        self.log.info("vm {vm_id} {old} -> {new}", vm_id=vm.vm_id, old=old.value, new=new.value)
-        self._emit(vm)
-        return True
-
-    def _booted(self, vm: Vm) -> None:
-        if self._vms.get(vm.vm_id) is vm:
-            self._transition(vm, VmEvent.BOOTED)
-
-    def _emit(self, vm: Vm) -> None:
-        details = status_details(vm, elapsed=self.elapsed(vm))
-        self._publish(status_event_id(vm.vm_id), {vm.vm_id: details})
-
-    def _schedule(self, vm: Vm, what: str, delay: float, fn: Callable, *args: Any) -> None:
-        key = (vm.vm_id, what)
-        old = self._timers.pop(key, None)
-        if old is not None and old.active():
-            old.cancel()
-
-        def fire() -> None:
-            self._timers.pop(key, None)
-            fn(*args)
-
-        self._timers[key] = self._clock.callLater(delay, fire)
-
-    def _cancel_timers(self, vm_id: str) -> None:
-        for key in [k for k in self._timers if k[0] == vm_id]:
-            call = self._timers.pop(key)
-            if call.active():
-                call.cancel()
-
-    def _usable(self, vm_id: str) -> Vm:
-        vm = self.get(vm_id)
-        self._refuse_external(vm)
-        if vm.is_down:
-            raise errors.VMIsDown(vmId=vm.vm_id)
-        if vm.state in (VmState.MIGRATION_SOURCE, VmState.MIGRATION_DESTINATION):
-            raise errors.MigrationInProgress(vmId=vm.vm_id)
-        return vm
-
-    def _running(self, vm_id: str, allow: tuple[VmState, ...] = ()) -> Vm:
-        vm = self._usable(vm_id)
-        if vm.state not in _RUNNING + allow:
-            raise errors.UnexpectedError(
-                f"operation not possible in status {vm.state.value}", vmId=vm.vm_id
-            )
-        return vm
-
-    @staticmethod
-    def _refuse_external(vm: Vm) -> None:
-        if vm.external:
-            raise errors.UnsupportedOperation(
-                "the VM is external (not created by this agent)", vmId=vm.vm_id
-            )
-
-    async def _call(
-        self, vm: Vm, method: Callable, *args: Any, error: type[errors.RpcError] | None = None
-    ) -> Any:
-        """Call a hypervisor method for a VM, mapping its errors to VDSM's."""
-        try:
-            return await method(vm.vm_id, *args)
-        except DomainNotFound:
-            raise errors.NoSuchVM("the domain is gone", vmId=vm.vm_id) from None
-        except HypervisorError as e:
-            raise (error or errors.UnexpectedError)(str(e), vmId=vm.vm_id) from None
-
-    async def _hook(
-        self, point: str, payload: Any, vm: Vm, *, params: dict[str, str] | None = None
-    ) -> tuple[Any, int | None]:
-        """
-        Run a hook point for a VM; ``params`` are a device's custom properties.
-
-        :returns: the payload as the hooks left it, and the launch flags they asked for.
-        :raises errors.HookError: when a hook of an aborting ``before_*`` point fails.
-        """
-        result = await self._hooks.run(
-            point, payload, vm_id=vm.vm_id, custom=dict(vm.metadata.custom), params=params
-        )
-        return result.payload, result.launch_flags
-
-    async def _save_metadata(self, vm: Vm, metadata: domxml.VmMetadata) -> None:
-        vm.metadata = metadata
-        try:
-            await self._hv.set_metadata(vm.vm_id, domxml.metadata_element(metadata))
-        except HypervisorError as e:
-            self.log.warn("cannot save metadata of {vm_id}: {error}", vm_id=vm.vm_id, error=e)

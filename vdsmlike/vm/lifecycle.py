@@ -4,6 +4,11 @@ The container feeds every :class:`~vdsmlike.virt.events.DomainEvent` through
 :func:`interpret`; the answer depends on what the agent itself asked for (a destroy, a shutdown),
 which is how VDSM tells an admin shutdown (exit reason 6) from a guest powering itself off (7)
 or QEMU dying under it (2).
+
+Migration: on the destination, RESUMED/MIGRATED means the incoming VM arrived (it goes Up),
+and a domain that stops before that failed to migrate (exit reason 8). On the source,
+SUSPENDED/MIGRATED is the pause of the final switch-over, not a user's pause: it changes nothing
+(the STOPPED/MIGRATED that follows ends the VM with exit reason 4).
 """
 
 from __future__ import annotations
@@ -47,10 +52,15 @@ _NORMAL_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class Requests:
-    """What the agent has asked of a VM that is still in progress."""
+    """
+    What the agent has asked of a VM that is still in progress.
+
+    :ivar incoming: the VM is being received by migration and has not arrived yet.
+    """
 
     destroy: bool = False
     shutdown: bool = False
+    incoming: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ class Meaning:
     exit: Exit | None = None
     pause_code: str | None = None
 
+
+#: libvirt's VIR_DOMAIN_EVENT_RESUMED_MIGRATED: a migrated domain resumed on the destination.
+RESUMED_MIGRATED = 1
 
 _PAUSE_CODES = {
     SuspendedDetail.IOERROR: "EIO",
@@ -85,8 +98,12 @@ def interpret(event: DomainEvent, requests: Requests) -> Meaning:
     if kind == LifecycleEvent.STARTED:
         return Meaning((VmEvent.LAUNCHED,))
     if kind == LifecycleEvent.SUSPENDED:
+        if event.detail == SuspendedDetail.MIGRATED:
+            return Meaning()
         return Meaning((VmEvent.PAUSED,), pause_code=_PAUSE_CODES.get(event.detail, "NOERR"))
     if kind == LifecycleEvent.RESUMED:
+        if event.detail == RESUMED_MIGRATED:
+            return Meaning((VmEvent.MIGRATION_ARRIVED,))
         return Meaning((VmEvent.RESUMED,))
     if kind == LifecycleEvent.SHUTDOWN:
         # QEMU has finished shutting down (also reported on destroy, before STOPPED); the
@@ -100,6 +117,8 @@ def interpret(event: DomainEvent, requests: Requests) -> Meaning:
 
 
 def _stopped_exit(detail: int, requests: Requests) -> Exit:
+    if requests.incoming:
+        return Exit.of(ExitReason.MIGRATION_FAILED)
     if requests.destroy:
         return Exit.of(ExitReason.ADMIN_SHUTDOWN)
     if detail == StoppedDetail.SHUTDOWN:

@@ -42,6 +42,7 @@ from ..host.ksm import InvalidKsmParams, KsmSysfs
 from ..interfaces import IHypervisor
 from ..virt.errors import DomainNotFound, HypervisorError
 from ..virt.events import CpuTune
+from ..virt.runner import RunnerStopped
 from ..virt.tuning import IO_TUNE_KEYS
 from .container import VmContainer
 from .domxml import DiskSpec
@@ -472,6 +473,8 @@ class VmTuning:
             known.unreadable = True
             self.log.info("vm {vm_id}: tuning not readable: {error}", vm_id=vm.vm_id, error=e)
             return
+        except RunnerStopped:
+            return  # the agent is stopping; the next start reads it again
         known.cpu = cpu
 
     # -- internals

@@ -36,7 +36,10 @@ EXPECTED_VERBS = {
     "VM.hotunplugNic",
     "VM.setCpuTuneQuota", "VM.setCpuTunePeriod", "VM.setIoTune", "VM.getIoTune",
     "VM.getIoTunePolicy", "Host.getAllVmIoTunePolicies", "Host.setKsmTune",
-    "Host.setMOMPolicy", "Host.setMOMPolicyParameters",
+    "Host.setMOMPolicy", "Host.setMOMPolicyParameters", "Host.restart",
+    "VM.migrate", "VM.migrateCancel", "VM.getMigrationStatus", "VM.migrateChangeParams",
+    "VM.migrationCreate", "VM.migrationFinish",
+    "VM.getConsoleOutput",
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Every schema verb has a handler and every handler a schema entry."""
 
 from vdsmlike.api.host import HostApi
+from vdsmlike.api.migration import MigrationApi
 from vdsmlike.api.mom import MomApi
 from vdsmlike.api.schema import Schema
 from vdsmlike.api.verbs import collect
@@ -11,7 +12,8 @@ CONNECTION_VERBS = {"Host.subscribe", "Host.unsubscribe"}  # served by the RPC l
 
 def implemented_verbs() -> set[str]:
     return (
-        set(collect(HostApi(None, None, None), VmApi(None, None), MomApi(None))) | CONNECTION_VERBS
+        set(collect(HostApi(None, None, None), VmApi(None, None), MomApi(None), MigrationApi(None)))
+        | CONNECTION_VERBS
     )
 
 
@@ -32,7 +34,9 @@ def test_handler_parameters_match_schema_parameters():
     import inspect
 
     schema = Schema.load()
-    handlers = collect(HostApi(None, None, None), VmApi(None, None), MomApi(None))
+    handlers = collect(
+        HostApi(None, None, None), VmApi(None, None), MomApi(None), MigrationApi(None)
+    )
     for name, handler in handlers.items():
         declared = [p["name"] for p in schema.describe(name)["params"]]
         accepted = list(inspect.signature(handler).parameters)

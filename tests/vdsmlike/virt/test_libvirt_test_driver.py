@@ -13,7 +13,8 @@ from guests import bare_xml
 from twisted.internet import reactor
 
 from vdsmlike.virt.events import DomainState, LifecycleEvent
-from vdsmlike.virt.libvirt import LibvirtHypervisor, as_test_domain
+from vdsmlike.virt.libvirt import LibvirtHypervisor
+from vdsmlike.virt.libvirt_convert import as_test_domain
 from vdsmlike.virt.runner import ThreadPoolRunner
 
 NODE_XML = """<node>
