@@ -21,6 +21,8 @@ BENCHES = {
         "full": [],
     },
     "bench.bench_engine": {"quick": ["--quick"], "full": []},
+    "bench.bench_migration": {"quick": ["--quick"], "full": []},
+    "bench.bench_ha": {"quick": ["--quick"], "full": []},
     "bench.bench_balance": {"quick": ["--noisy-rounds", "30"], "full": []},
 }
 

@@ -1,15 +1,19 @@
 """``Engine``: the engine's operations (``IEngine``), over the store, the host monitors and the
-scheduler.
+cluster manager.
 
-:class:`Engine` wires the pieces and delegates: host operations to
+:class:`Engine` wires the pieces and delegates: host states, HA (fencing, restarts),
+maintenance and every placement to the cluster manager's service
+:class:`~engine.cluster.ClusterService` (its commands carried out by
+:class:`~engine.clustercarry.CommandCarrier`), host operations to
 :class:`~engine.hosts.HostActions`, VM operations to :class:`~engine.vms.VmActions`, reports to
 :class:`~engine.vmsync.VmSync`, jobs to :class:`~engine.jobs.JobRunner`, live events to
 :class:`~engine.events.LiveEvents`, serial consoles to
 :class:`~engine.consolerelay.ConsoleRelay`, power management and fencing to
 :class:`~engine.fence.actions.FenceActions`. Its :meth:`Engine.start` is how the engine converges
 after a restart: it reads every host and VM from the store, fails the jobs the previous run left
-unfinished, and starts a monitor per host (each host resumes its stored state, with a grace
-period to reconnect; on connection its VM list is reconciled with the store). ``EngineService``
+unfinished, rebuilds the cluster manager from the rows (each host resumes its stored state, with
+a grace period to reconnect; HA VMs left Down with an error are restarted), and starts a monitor
+per host (on connection its VM list is reconciled with the store). ``EngineService``
 (:mod:`engine.service`) starts and stops it with the daemon.
 """
 
@@ -23,8 +27,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .affinitygroups import AffinityGroups
+from .cluster import ClusterService
+from .clustercarry import CommandCarrier
 from .config import EngineConfig
 from .consolerelay import ConsolePlace, ConsoleRelay, ConsoleWatch, Listener
+from .decide import affinity as affinity_rules
+from .decide.balancing import make_planner
+from .decide.model import VmRequest
 from .decide.scheduler import PendingResources
 from .errors import EngineNotReady
 from .events import Auditor, LiveEvents
@@ -32,7 +42,7 @@ from .fence.actions import FenceActions
 from .hosts import HostActions
 from .interfaces import IEngine, IStore
 from .jobs import JobRunner
-from .monitoring import HostMonitor, resumed
+from .monitoring import HostMonitor
 from .store.auditlog import AuditType
 from .store.errors import NotFound
 from .store.rows import Host
@@ -74,24 +84,32 @@ class Engine:
         self.policy = config.scheduling_policy()
         self.live = LiveEvents()
         self.auditor = Auditor(store, self.live)
-        self.pending = PendingResources()
         self.vms = VmTable(store, self.live, self.auditor, self.clock)
-        self.sync = VmSync(self.vms, store, self.auditor, self.pending)
+        self.cluster = ClusterService(
+            store=store, settings=config.ha_settings, policy=self.policy, clock=self.clock,
+            tick_interval=config.ha_tick_interval, move_back=config.ha_move_back,
+            decorate=self._decorate,
+            planner=make_planner(groups=lambda: self.affinity.current()),
+        )
+        self.sync = VmSync(self.vms, store, self.auditor, self.cluster)
         self.jobs = JobRunner(store, self.live, self.auditor)
         self.monitors: dict[UUID, HostMonitor] = {}
         self.vm_actions = VmActions(
             store=store, vms=self.vms, vmsync=self.sync, jobs=self.jobs, auditor=self.auditor,
-            live=self.live, monitors=self.monitors, pending=self.pending, policy=self.policy,
-            config=config,
+            live=self.live, monitors=self.monitors, cluster=self.cluster, config=config,
         )
+        self.affinity = AffinityGroups(store, self.auditor, self.vms, self.monitors)
         self.host_actions = HostActions(
             store=store, jobs=self.jobs, auditor=self.auditor, live=self.live,
-            monitors=self.monitors, make_monitor=self._make_monitor,
-            migrate=self.vm_actions.migrate_vm, clock=self.clock,
+            monitors=self.monitors, make_monitor=self._make_monitor, cluster=self.cluster,
         )
         self.fencing = FenceActions(
             store=store, jobs=self.jobs, auditor=self.auditor, monitors=self.monitors,
             vmsync=self.sync, reactor=reactor,
+        )
+        self.cluster.carrier = CommandCarrier(
+            vms=self.vms, monitors=self.monitors, auditor=self.auditor, jobs=self.jobs,
+            vm_actions=self.vm_actions, fencing=self.fencing, report=self.cluster.observe,
         )
         self.console = ConsoleRelay(
             self._console_place, clock=self.clock, interval=config.console_poll_interval,
@@ -99,23 +117,42 @@ class Engine:
         self.live.subscribe(self._console_follow)
         self.ready = False
 
-    def _make_monitor(self, host: Host, status: Any) -> HostMonitor:
+    def _make_monitor(self, host: Host) -> HostMonitor:
         return HostMonitor(
-            host, status, store=self.store, live=self.live, auditor=self.auditor,
-            vmsync=self.sync, config=self.config, policy=self.policy, reactor=self._reactor,
-            clock=self.clock,
+            host, store=self.store, live=self.live, auditor=self.auditor, vmsync=self.sync,
+            cluster=self.cluster, config=self.config, reactor=self._reactor, clock=self.clock,
         )
+
+    def _decorate(
+        self, request: VmRequest, placement: Mapping[str, str], leaving: frozenset[str]
+    ) -> VmRequest:
+        """The cluster manager's request decorator: the VM's affinity groups, and where the
+        other members run as the manager sees it."""
+        groups = self.affinity.current()
+        if not groups:
+            return request
+        return affinity_rules.with_affinity(
+            request, groups, placement, self.affinity.names(),
+            host_names=self.affinity.host_names(), leaving=leaving)
+
+    @property
+    def pending(self) -> PendingResources:
+        """The scheduler's ledger (the cluster manager's): resources promised to starts and
+        migrations in flight."""
+        return self.cluster.pending
 
     # -- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Converge with the store and the hosts (see the module docstring)."""
         self.vms.load(await self.store.list_vms())
+        await self.affinity.load()
         interrupted = await self.jobs.recover()
         hosts = await self.store.list_hosts()
-        now = self.clock.seconds()
+        await self.cluster.load(hosts, list(self.vms))
         for host in hosts:
-            self.host_actions.start_monitor(host, resumed(host, now))
+            self.host_actions.start_monitor(host)
+        self.cluster.start()
         self.ready = True
         self.log.info("engine started: {hosts} hosts, {vms} VMs, {jobs} interrupted jobs failed",
                       hosts=len(hosts), vms=len(self.vms), jobs=interrupted)
@@ -128,9 +165,11 @@ class Engine:
         if not self.ready:
             return
         self.ready = False
+        self.cluster.stop()
         self.console.stop()
         self.jobs.stopping()
         self.vms.interrupt()
+        self.host_actions.interrupt()
         for monitor in list(self.monitors.values()):
             await monitor.stop()
         self.monitors.clear()
@@ -161,9 +200,12 @@ class Engine:
     def remove_host(self, host_id: Any) -> Deferred:
         return self._run(lambda: self.host_actions.remove_host(_uuid(host_id, "host")))
 
-    def maintenance(self, host_id: Any, *, idempotency_key: str | None = None) -> Deferred:
-        return self._run(lambda: self.host_actions.maintenance(_uuid(host_id, "host"),
-                                                               key=idempotency_key))
+    def maintenance(self, host_id: Any, *, idempotency_key: str | None = None,
+                    move_back: bool | None = None) -> Deferred:
+        """See ``IEngine.maintenance``; ``move_back``: migrate the VMs back when the host is
+        activated (None: ``[ha] move_back``)."""
+        return self._run(lambda: self.host_actions.maintenance(
+            _uuid(host_id, "host"), key=idempotency_key, move_back=move_back))
 
     def activate(self, host_id: Any, *, idempotency_key: str | None = None) -> Deferred:
         return self._run(lambda: self.host_actions.activate(_uuid(host_id, "host"),
@@ -176,9 +218,16 @@ class Engine:
 
     def set_power_management(self, host_id: Any, *, enabled: bool, driver: str,
                              options: Mapping[str, Any], fencing_enabled: bool = True) -> Deferred:
-        return self._run(lambda: self.fencing.set_power_management(
+        return self._run(lambda: self._set_power_management(
             _uuid(host_id, "host"), enabled=enabled, driver=driver, options=options,
             fencing_enabled=fencing_enabled))
+
+    async def _set_power_management(self, host_id: UUID, **settings: Any) -> Any:
+        row = await self.fencing.set_power_management(host_id, **settings)
+        monitor = self.monitors.get(host_id)
+        if monitor is not None:  # the cluster manager fences with these settings from now on
+            self.cluster.update_host(monitor.row, row)
+        return row
 
     def power_status(self, host_id: Any) -> Deferred:
         return self._run(lambda: self.fencing.power_status(_uuid(host_id, "host")))
@@ -259,6 +308,23 @@ class Engine:
         """A watched VM that stops starts over at its next run (see ``ConsoleRelay``)."""
         if kind == "vm" and payload.id in self.console.streams:
             self.console.vm_changed(payload.id, payload.dynamic.run_on_host is not None)
+
+    # -- affinity groups (engine/affinitygroups.py) ------------------------------------------
+
+    def add_affinity_group(self, spec: Mapping[str, Any]) -> Deferred:
+        return self._run(self.affinity.add, spec)
+
+    def list_affinity_groups(self) -> Deferred:
+        return self._run(self.affinity.list)
+
+    def get_affinity_group(self, group_id: Any) -> Deferred:
+        return self._run(lambda: self.affinity.get(_uuid(group_id, "affinity group")))
+
+    def update_affinity_group(self, group_id: Any, changes: Mapping[str, Any]) -> Deferred:
+        return self._run(lambda: self.affinity.update(_uuid(group_id, "affinity group"), changes))
+
+    def remove_affinity_group(self, group_id: Any) -> Deferred:
+        return self._run(lambda: self.affinity.remove(_uuid(group_id, "affinity group")))
 
     # -- events and jobs ---------------------------------------------------------------------
 

@@ -1,35 +1,44 @@
 """``HostActions``: add and remove hosts, put them into maintenance and activate them.
 
-Adding a host writes it and starts its :class:`~engine.monitoring.HostMonitor` (which connects).
-Maintenance is a job: the host goes PreparingForMaintenance (the scheduler stops placing VMs
-there: only Up hosts pass its status filter), every VM on it is migrated away (each migration a
-job of its own, placed by the scheduler), and once none is left the host is in Maintenance. A VM
-that cannot move is named in the job's error with the reason, and the host stays
-PreparingForMaintenance; it completes by itself once its last VM is gone (stopped, or moved
-later), as the monitoring sees after each poll. Activating brings the host back Up.
+Adding a host writes it, tells the cluster manager (:class:`~engine.cluster.ClusterService`)
+and starts its :class:`~engine.monitoring.HostMonitor` (which connects). Maintenance and
+activation are the manager's to decide; here they are jobs that ask it and report:
+
+- **maintenance**: the host goes PreparingForMaintenance (the scheduler no longer places VMs
+  there); the manager migrates every VM away, spread by the scheduler, a few at a time
+  (:mod:`engine.decide.evacuation`). The job succeeds once the host is in Maintenance, with
+  where each VM went. It fails, with every VM that could not leave and why, once each VM left
+  has had an outcome and nothing is in flight: the host then stays PreparingForMaintenance,
+  the manager keeps trying, and the host enters Maintenance by itself once empty (or goes back
+  Up at the maintenance deadline, with a report, unless configured to stay). It fails too
+  when the host stops preparing (it died: HA takes over; the deadline passed).
+- **activate**: the host goes Up (or Connecting until its agent answers); VMs moved away with
+  ``move_back`` migrate back.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from uuid import UUID
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .decide.hoststate import HostEvent, HostState, InvalidTransition
+from .cluster import ClusterService
+from .decide.clusteradmin import MaintenanceReport
+from .decide.hoststate import HostState
 from .errors import ActionRefused
 from .events import Auditor, LiveEvents
 from .interfaces import IStore
 from .jobs import JobFailed, JobRunner, Prepared, Progress
-from .monitoring import HostMonitor, added
+from .monitoring import HostMonitor
 from .store.auditlog import AuditType
 from .store.errors import Conflict, InvalidValue, NotFound
-from .store.rows import Host, HostDynamic, HostStatic, Job, JobStatus
+from .store.rows import Host, HostDynamic, HostStatic, Job
 
-MonitorFactory = Callable[[Host, Any], HostMonitor]
-Migrate = Callable[..., Awaitable[Job]]
+MonitorFactory = Callable[[Host], HostMonitor]
 
 
 def check_host_fields(name: Any, address: Any, port: Any) -> None:
@@ -42,14 +51,22 @@ def check_host_fields(name: Any, address: Any, port: Any) -> None:
         raise InvalidValue(f"port must be 1-65535, got {port!r}")
 
 
+def maintenance_outcome(report: MaintenanceReport, names: Callable[[str], str]) -> dict[str, str]:
+    """Pure: each VM of a maintenance and what became of it, by name ("moved to h2", or why
+    it could not leave)."""
+    outcome = {names(vm): f"moved to {names(host)}" if host else "moved, now Down"
+               for vm, host in report.moved}  # fmt: skip
+    outcome.update({names(vm): why for vm, why in report.stuck})
+    return outcome
+
+
 class HostActions:
     """
     Host operations (see the module docstring).
 
     :param monitors: the engine's monitors by host id (this adds and removes entries).
-    :param make_monitor: builds a started-to-be monitor for a host row and its initial status.
-    :param migrate: ``VmActions.migrate_vm``, for evacuation.
-    :param finished: ``JobRunner.finished``, to wait for those migrations.
+    :param make_monitor: builds a started-to-be monitor for a host row.
+    :param cluster: the cluster manager's service (host states, maintenance).
     """
 
     log = Logger()
@@ -63,13 +80,12 @@ class HostActions:
         live: LiveEvents,
         monitors: MutableMapping[UUID, HostMonitor],
         make_monitor: MonitorFactory,
-        migrate: Migrate,
-        clock: Any,
+        cluster: ClusterService,
     ) -> None:
         self._store, self._jobs, self._auditor, self._live = store, jobs, auditor, live
         self._monitors, self._make_monitor = monitors, make_monitor
-        self._migrate = migrate
-        self._clock = clock
+        self._cluster = cluster
+        self._waiting: list[Deferred] = []
 
     def monitor(self, host_id: UUID) -> HostMonitor:
         """:returns: the host's monitor. :raises NotFound: for an unknown host."""
@@ -78,9 +94,8 @@ class HostActions:
             raise NotFound("host", host_id)
         return found
 
-    def _watch(self, host: Host, status: Any) -> HostMonitor:
-        monitor = self._make_monitor(host, status)
-        monitor.after_vm_poll.append(self._maybe_evacuated)
+    def _watch(self, host: Host) -> HostMonitor:
+        monitor = self._make_monitor(host)
         self._monitors[host.id] = monitor
         monitor.start()
         return monitor
@@ -89,21 +104,21 @@ class HostActions:
         """Write the host and start watching it (see ``IEngine.add_host``)."""
         check_host_fields(name, address, port)
         static = HostStatic(id=uuid.uuid4(), name=name.strip(), address=address.strip(),
-                            port=port, token=token or "")
+                            port=port, token=token or "")  # fmt: skip
         detail = f"agent at {static.address}:{static.port}"
-        status = added(self._clock.seconds(), detail)
         host = await self._store.add_host(
             static, dynamic=HostDynamic(static.id, status_reason=f"host added ({detail})")
         )
         await self._auditor.record(AuditType.HOST_ADDED, host_id=host.id, host=host.name,
-                                   address=f"{static.address}:{static.port}")
-        self._watch(host, status)
+                                   address=f"{static.address}:{static.port}")  # fmt: skip
+        self._cluster.add_host(host)
+        self._watch(host)
         self._live.publish("host", host)
         return host
 
-    def start_monitor(self, host: Host, status: Any) -> None:
-        """Watch a host read from the store (engine start)."""
-        self._watch(host, status)
+    def start_monitor(self, host: Host) -> None:
+        """Watch a host read from the store (engine start; the manager has it already)."""
+        self._watch(host)
 
     async def remove_host(self, host_id: UUID) -> None:
         """Forget a host in Maintenance (or never connected) with no VMs."""
@@ -113,86 +128,101 @@ class HostActions:
             raise Conflict(f"host {monitor.name} still runs VMs: {names}")
         if self._jobs.busy(host_id):
             raise Conflict(f"host {monitor.name} is busy with job {self._jobs.holder(host_id)}")
-        try:
-            monitor.check(HostEvent.REMOVED)
-        except InvalidTransition as e:
-            raise ActionRefused(f"cannot remove host {monitor.name}: it is {e.state}; "
-                                f"{e.reason}") from None
+        self._cluster.check_remove_host(host_id)
         await self._store.remove_host(host_id)
+        self._cluster.forget_host(host_id)
         self._monitors.pop(host_id, None)
         await monitor.stop()
         await self._auditor.record(AuditType.HOST_REMOVED, host_id=host_id, host=monitor.name)
 
     # -- maintenance -------------------------------------------------------------------------
 
-    async def maintenance(self, host_id: UUID, *, key: str | None) -> Job:
-        """Evacuate the host and put it into Maintenance, as a job."""
+    async def maintenance(self, host_id: UUID, *, key: str | None,
+                          move_back: bool | None = None) -> Job:  # fmt: skip
+        """Evacuate the host and put it into Maintenance, as a job (see the module docstring).
+
+        :param move_back: move its VMs back when it is activated (None: the configured default).
+        """
         monitor = self.monitor(host_id)
 
         async def prepare() -> Prepared:
-            try:
-                monitor.check(HostEvent.MAINTENANCE_REQUESTED)
-            except InvalidTransition as e:
-                raise ActionRefused(f"host {monitor.name}: {e.reason}") from None
-            if monitor.state in (HostState.CONNECTING, HostState.NON_RESPONSIVE) and \
-                    monitor.running_vms():
-                raise ActionRefused(
-                    f"host {monitor.name} is {monitor.state} with VMs whose state is unknown; "
-                    "they cannot be evacuated until it answers (or is fenced)")
-            return Prepared(monitor)
+            await self._cluster.request_maintenance(host_id, move_back=move_back)
+            return Prepared(monitor, lambda: self._undo_maintenance(host_id))
 
         return await self._jobs.submit(
             "maintenance", target_kind="host", target_id=host_id, label=f"host {monitor.name}",
-            key=key, prepare=prepare, run=self._run_maintenance)
+            key=key, prepare=prepare, run=self._run_maintenance)  # fmt: skip
+
+    def _undo_maintenance(self, host_id: UUID) -> None:
+        """No job could be written for a maintenance already asked: take it back."""
+        try:
+            self._cluster.activate(host_id)
+        except ActionRefused as e:
+            self.log.warn("maintenance of host {host_id} not taken back: {why}",
+                          host_id=host_id, why=e.reason)  # fmt: skip
 
     async def _run_maintenance(self, job: Job, monitor: HostMonitor, progress: Progress) -> Any:
-        await monitor.command(HostEvent.MAINTENANCE_REQUESTED, f"job {job.id}")
-        if monitor.state is HostState.MAINTENANCE:
-            return {"moved": {}, "host": monitor.name}
-        outcomes = await self._evacuate(monitor, progress)
-        stuck = {name: why for name, why in outcomes.items() if not why.startswith("moved")}
-        if stuck:
-            reason = (f"{len(stuck)} of {len(outcomes)} VMs could not leave host "
-                      f"{monitor.name}: " + "; ".join(f"{n}: {w}" for n, w in sorted(stuck.items()))
-                      + f". The host stays {monitor.state}; it enters Maintenance once no VM "
-                      "is left on it")
-            await self._auditor.record(AuditType.HOST_MAINTENANCE_FAILED, host_id=monitor.id,
-                                       job_id=job.id, host=monitor.name, reason=reason,
-                                       vms=outcomes)
-            raise JobFailed(reason)
-        self._evacuated(monitor, f"job {job.id}")
-        return {"moved": outcomes, "host": monitor.name}
+        await progress(10)
+        report = await self._settled(monitor.id)
+        outcome = maintenance_outcome(report, self._name)
+        if report.state == HostState.MAINTENANCE:
+            return {"moved": outcome, "host": monitor.name}
+        stuck = dict(report.stuck)
+        if report.state == HostState.PREPARING_FOR_MAINTENANCE:
+            reason = (f"{len(stuck)} of {len(outcome)} VMs could not leave host {monitor.name}: "
+                      + "; ".join(f"{self._name(v)}: {w}" for v, w in sorted(stuck.items()))
+                      + f". The host stays {report.state}; the engine keeps trying, and it "
+                      "enters Maintenance once no VM is left on it")  # fmt: skip
+        else:
+            reason = (f"host {monitor.name} is {report.state}: its maintenance stopped "
+                      f"({monitor.row.dynamic.status_reason})")  # fmt: skip
+        await self._auditor.record(AuditType.HOST_MAINTENANCE_FAILED, host_id=monitor.id,
+                                   job_id=job.id, host=monitor.name, reason=reason,
+                                   vms=outcome)  # fmt: skip
+        raise JobFailed(reason)
 
-    async def _evacuate(self, monitor: HostMonitor, progress: Progress) -> dict[str, str]:
-        outcomes: dict[str, str] = {}
-        jobs: dict[str, Job] = {}
-        for vm in monitor.running_vms():
-            try:
-                jobs[vm.name] = await self._migrate(vm.id, host_id=None, key=None)
-            except ActionRefused as e:
-                outcomes[vm.name] = e.reason
-        await progress(20)
-        for name, started in jobs.items():
-            done = await self._jobs.finished(started.id)
-            if done is not None and done.status is JobStatus.SUCCEEDED:
-                outcomes[name] = f"moved to {done.result.get('host')}"
-            else:
-                outcomes[name] = done.error if done is not None else "outcome unknown"
-        return outcomes
-
-    def _evacuated(self, monitor: HostMonitor, detail: str) -> None:
+    def _name(self, ident: str) -> str:
         try:
-            monitor.command(HostEvent.VMS_EVACUATED, detail)
-        except InvalidTransition:
-            pass  # completed meanwhile, or activated again
+            key = UUID(ident)
+        except ValueError:
+            return ident
+        vm = self._cluster.manager.state.vms.get(ident)
+        if vm is not None:
+            return vm.name
+        monitor = self._monitors.get(key)
+        return monitor.name if monitor is not None else ident
 
-    def _maybe_evacuated(self, monitor: HostMonitor) -> None:
-        """After a poll: a host preparing for maintenance with no VM left enters it."""
-        if monitor.state is not HostState.PREPARING_FOR_MAINTENANCE:
-            return
-        if monitor.running_vms() or self._jobs.busy(monitor.id):
-            return
-        self._evacuated(monitor, "no VM left on the host")
+    def _settled(self, host_id: UUID) -> Deferred:
+        """A Deferred firing with the host's maintenance report once it is in Maintenance, no
+        longer preparing, or every VM left has had an outcome (checked after every tick)."""
+        waiter: Deferred = Deferred()
+
+        def check() -> None:
+            if waiter.called:
+                return
+            report = self._cluster.maintenance_report(host_id)
+            preparing = report.state == HostState.PREPARING_FOR_MAINTENANCE
+            if not preparing or (report.settled and not report.waiting):
+                waiter.callback(report)
+
+        def done(result: Any) -> Any:
+            if check in self._cluster.after_tick:
+                self._cluster.after_tick.remove(check)
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            return result
+
+        waiter.addBoth(done)
+        self._waiting.append(waiter)
+        self._cluster.after_tick.append(check)
+        check()
+        return waiter
+
+    def interrupt(self) -> None:
+        """The engine is stopping: maintenance jobs stop waiting (and fail, interrupted)."""
+        for waiter in list(self._waiting):
+            if not waiter.called:
+                waiter.errback(JobFailed("interrupted: the engine is stopping"))
 
     async def activate(self, host_id: UUID, *, key: str | None) -> Job:
         """Bring a host out of Maintenance, as a job."""
@@ -200,15 +230,14 @@ class HostActions:
 
         async def prepare() -> Prepared:
             try:
-                monitor.check(HostEvent.ACTIVATE_REQUESTED)
-            except InvalidTransition as e:
+                await self._cluster.activate(host_id)
+            except ActionRefused as e:
                 raise ActionRefused(f"cannot activate host {monitor.name}: {e.reason}") from None
             return Prepared(monitor)
 
         async def run(job: Job, monitor: HostMonitor, progress: Progress) -> Any:
-            t = await monitor.command(HostEvent.ACTIVATE_REQUESTED, f"job {job.id}")
-            return {"host": monitor.name, "status": str(t.after.state)}
+            return {"host": monitor.name, "status": str(monitor.state)}
 
         return await self._jobs.submit(
             "activate", target_kind="host", target_id=host_id, label=f"host {monitor.name}",
-            key=key, prepare=prepare, run=run)
+            key=key, prepare=prepare, run=run)  # fmt: skip

@@ -200,6 +200,32 @@ class IStore(Interface):
             ``Conflict`` once the job has succeeded or failed.
         """
 
+    # Affinity groups (engine.store.affinity.AffinityGroupRow, members as id tuples).
+
+    def add_affinity_group(group):
+        """
+        Store an ``AffinityGroupRow`` with its member VMs and hosts.
+
+        :returns: a Deferred firing with the stored row; failing with ``DuplicateName``,
+            ``NotFound`` (a member that does not exist) or ``InvalidValue``.
+        """
+
+    def get_affinity_group(group_id):
+        """:returns: a Deferred firing with the ``AffinityGroupRow``; failing with ``NotFound``."""
+
+    def list_affinity_groups():
+        """:returns: a Deferred firing with every ``AffinityGroupRow``, by name."""
+
+    def update_affinity_group(group_id, **changes):
+        """
+        Change a group's fields; ``vms`` and ``hosts`` replace its members whole.
+
+        :returns: a Deferred firing with the row; failing with ``NotFound``, ``DuplicateName``.
+        """
+
+    def remove_affinity_group(group_id):
+        """:returns: a Deferred firing with None; failing with ``NotFound``."""
+
     # Users and sessions.
 
     def create_user(name, password):
@@ -424,6 +450,32 @@ class IEngine(Interface):
             where its pieces start; ``stop()`` ends it); failing with ``NotFound``, or
             ``Conflict`` when the agent refuses the console.
         """
+
+    def add_affinity_group(spec):
+        """
+        Define an affinity group: ``name`` and any of ``description``, ``vm_polarity``
+        (``positive`` together, ``negative`` apart, ``none``), ``hard``, ``vms`` (ids),
+        ``hosts`` (ids), ``host_polarity`` (``positive`` only on, ``negative`` never on),
+        ``hosts_hard`` (None: as ``hard``), ``priority``. Checked against the other groups
+        before it is stored; an ``AFFINITY_GROUP_ADDED`` event.
+
+        :returns: a Deferred firing with the ``AffinityGroupRow``; failing with ``Conflict``
+            (a contradiction between hard rules, naming the groups), ``DuplicateName``,
+            ``NotFound`` (a member) or ``InvalidValue``.
+        """
+
+    def list_affinity_groups():
+        """Fires with every ``AffinityGroupRow``, by name."""
+
+    def get_affinity_group(group_id):
+        """Fires with the ``AffinityGroupRow``; fails with ``NotFound``."""
+
+    def update_affinity_group(group_id, changes):
+        """Change a group (``vms``, ``hosts`` replace the members), checked as ``add`` is;
+        fires with the ``AffinityGroupRow``."""
+
+    def remove_affinity_group(group_id):
+        """Forget a group; fires with None."""
 
     def list_events(**filters):
         """The audit log, newest first (the store's ``list_events`` filters)."""

@@ -1,21 +1,22 @@
-"""``HostMonitor``: one host's link, its state machine, its polls, and what they write.
+"""``HostMonitor``: one host's link, its polls, and what they write.
 
-Per host, the engine runs a :class:`~engine.hostlink.HostLink` and feeds its events to the pure
-host state machine (:mod:`engine.decide.hoststate`); each transition is written (status and
-reason, and on connection the capabilities, CPU count and memory) with its audit event, and
-published. A timer wakes the state machine at its next deadline (the grace period, the install
-timeout). While connected, two polls run: ``Host.getStats`` (statistics and their history) and
+Per host, the engine runs a :class:`~engine.hostlink.HostLink`. Its liveness events
+(connected, link lost, heartbeat answered or missed, a connect attempt failed) go to the cluster
+manager (:class:`~engine.cluster.ClusterService`), which owns the host's state: it runs the host
+state machine, and the monitor writes the statuses it decides (:meth:`HostMonitor.write_status`,
+with the event that explains each). On connection the monitor writes the capabilities, CPU
+count and memory, and tells the manager the host's sizes. While connected, two polls run:
+``Host.getStats`` (statistics and their history; the CPU load goes to the manager) and
 ``Host.getAllVmStats`` (the VMs' state, reconciled by :class:`~engine.vmsync.VmSync`, and their
 statistics). ``VM_status`` events are applied as they come, between polls.
 
 The writes of one host are serialized, so the store sees its states in the order they happened.
-A host that becomes NonResponsive has its VMs marked Unknown; one that connects again is
-reconciled at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -25,12 +26,12 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import wire
+from . import clusterfacts, wire
+from .cluster import ClusterService
 from .config import EngineConfig
+from .decide import facts as f
 from .decide import hoststate
 from .decide.hoststate import HostEvent, HostState, Transition
-from .decide.policies import Policy
-from .decide.utilization import CpuBand, cpu_band_since, cpu_over_commit_seconds
 from .events import Auditor, LiveEvents
 from .hostlink import HostLink, LinkEvent, LinkEventKind
 from .interfaces import IStore
@@ -79,9 +80,8 @@ class HostMonitor:
     Watches one host (see the module docstring).
 
     :param host: the host's row.
-    :param status: its state machine's starting status (``added`` or ``resume``).
+    :param cluster: owns the host's state; told every liveness event and the host's load.
     :param config: intervals, liveness budget and link timeouts.
-    :param policy: the cluster policy (its CPU band, for the scheduler's snapshot).
     """
 
     log = Logger()
@@ -89,34 +89,27 @@ class HostMonitor:
     def __init__(
         self,
         host: Host,
-        status: hoststate.HostStatus,
         *,
         store: IStore,
         live: LiveEvents,
         auditor: Auditor,
         vmsync: VmSync,
+        cluster: ClusterService,
         config: EngineConfig,
-        policy: Policy,
         reactor: Any,
         clock: Any = None,
     ) -> None:
         self.row = host
-        self.status = status
         self._store, self._live, self._auditor = store, live, auditor
         self._vmsync = vmsync
+        self._cluster = cluster
         self._config = config
-        self._timing = config.timing
-        self._policy = policy
         self._clock = clock if clock is not None else reactor
         self._writes = DeferredLock()
-        self._tick_call: Any = None
         self._loops: list[LoopingCall] = []
         self._polling: set[str] = set()
         self._last_failure = ""
         self._unsaved: dict[str, Any] = {}
-        self.cpu_band: tuple[CpuBand, float] | None = None
-        #: Called after each complete VM poll of this host (maintenance watches it).
-        self.after_vm_poll: list[Callable[[HostMonitor], None]] = []
         self.link = HostLink(
             host_url(host.static.address, host.static.port),
             self._on_link_event,
@@ -145,15 +138,17 @@ class HostMonitor:
         return self.row.name
 
     @property
+    def status(self) -> hoststate.HostStatus:
+        """The host's liveness status, as the cluster manager has it."""
+        status = self._cluster.host_status(self.id)
+        if status is None:  # not tracked (removed): its last stored state
+            return hoststate.HostStatus(HostState(self.row.dynamic.status.value), since=0.0)
+        return status
+
+    @property
     def state(self) -> HostState:
         """The host's live state."""
         return self.status.state
-
-    def cpu_seconds(self) -> float:
-        """How long the host's CPU load has been outside the policy's band."""
-        if self.cpu_band is None:
-            return 0.0
-        return cpu_over_commit_seconds(self.cpu_band, self._clock.seconds())
 
     # -- life --------------------------------------------------------------------------------
 
@@ -168,7 +163,6 @@ class HostMonitor:
                 lambda f: self.log.failure("poll loop of {host} stopped", f, host=self.name)
             )
             self._loops.append(loop)
-        self._arm_tick()
 
     async def stop(self) -> None:
         """Stop watching and close the link; pending writes finish first."""
@@ -176,77 +170,51 @@ class HostMonitor:
             if loop.running:
                 loop.stop()
         self._loops.clear()
-        if self._tick_call is not None and self._tick_call.active():
-            self._tick_call.cancel()
-        self._tick_call = None
         if self.link.running:
             await self.link.stopService()
         await self._writes.acquire()
         self._writes.release()
 
-    # -- the state machine -------------------------------------------------------------------
+    # -- the host's state (decided by the cluster manager) ----------------------------------
 
     def command(self, event: HostEvent, detail: str = "") -> Deferred:
         """
-        Apply an admin command or a finding (maintenance, activate, VMs evacuated).
+        Report a finding about the host: only ``fenced`` (a fence job proved it powered off),
+        which the cluster manager takes as the proof that the host and its VMs are down.
 
-        :returns: a Deferred firing with the ``Transition`` once written.
-        :raises hoststate.InvalidTransition: at once, when the command makes no sense now.
+        :returns: a Deferred firing once the manager's decisions are written.
+        :raises ValueError: for any other event (admin commands go to the cluster service).
         """
-        t = self._step(event, self._clock.seconds(), detail)
-        return self._record(t).addCallback(lambda _: t)
-
-    def check(self, event: HostEvent) -> Transition:
-        """:returns: what a command would do, changing nothing (raises as :meth:`command`)."""
-        return hoststate.step(self.status, event, self._clock.seconds(), timing=self._timing)
-
-    def _step(self, event: HostEvent, now: float, detail: str = "") -> Transition:
-        t = hoststate.step(self.status, event, max(now, self.status.since), timing=self._timing,
-                           detail=detail)
-        self.status = t.after
-        self._arm_tick()
-        if t.changed:
-            self.log.info("host {host}: {old} -> {new}: {reason}", host=self.name,
-                          old=t.before.state if t.before else None, new=t.after.state,
-                          reason=t.reason)
-            if t.after.state is S.NON_RESPONSIVE:
-                self._vmsync.host_lost(self, t.reason)
-        return t
-
-    def _arm_tick(self) -> None:
-        if self._tick_call is not None and self._tick_call.active():
-            self._tick_call.cancel()
-        self._tick_call = None
-        due = hoststate.deadline(self.status, self._timing)
-        if due is not None:
-            delay = max(0.0, due - self._clock.seconds()) + 0.001
-            self._tick_call = self._clock.callLater(delay, self._tick)
-
-    def _tick(self) -> None:
-        self._tick_call = None
-        t = self._step(HostEvent.TICK, self._clock.seconds())
-        if t.changed:
-            self._record(t)
+        if HostEvent(event) is not HostEvent.FENCED:
+            raise ValueError(f"{event} is the cluster manager's to decide")
+        proof = f"powered off by fencing: {detail}" if detail else "powered off by fencing"
+        return self._cluster.observe(f.FenceDone(str(self.id), "power", f.FENCED, proof))
 
     def _on_link_event(self, event: LinkEvent) -> None:
         if event.kind is LinkEventKind.EVENT:
             self._on_agent_event(event)
             return
-        t = self._step(event.host_event, event.at, event.reason)  # type: ignore[arg-type]
-        extra: dict[str, Any] = {}
         if event.kind is LinkEventKind.CONNECTED:
-            extra = {"capabilities": event.caps or {}, **wire.host_facts(event.caps)}
-            self._last_failure = ""
-        if event.kind is LinkEventKind.CONNECT_FAILED and event.reason != self._last_failure:
+            self._connected(event)
+        elif event.kind is LinkEventKind.CONNECT_FAILED and event.reason != self._last_failure:
             self._last_failure = event.reason
             self._auditor.record(AuditType.HOST_CONNECT_FAILED, host_id=self.id, host=self.name,
                                  reason=event.reason, attempt=event.attempt)
-            extra = {"status_reason": t.reason}
-        if t.changed or extra:
-            self._record(t, **extra)
+            self._queue_write({"status_reason": f"link to the agent down ({event.reason})"})
+        assert event.host_event is not None
+        self._cluster.observe(clusterfacts.host_seen(self.id, event.host_event, event.reason))
         if event.kind is LinkEventKind.CONNECTED:
             self._poll_vms()
             self._poll_host()
+
+    def _connected(self, event: LinkEvent) -> None:
+        """Write what the agent says of its host, and tell the manager its sizes first (a
+        placement on it right after uses them)."""
+        self._last_failure = ""
+        extra = {"capabilities": event.caps or {}, **wire.host_facts(event.caps)}
+        self.row = replace(self.row, dynamic=replace(self.row.dynamic, **extra))
+        self._cluster.update_host(self.row)
+        self._queue_write(extra)
 
     def _on_agent_event(self, event: LinkEvent) -> None:
         report = wire.status_event(event.event_id or "", event.params)
@@ -255,15 +223,21 @@ class HostMonitor:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _record(self, t: Transition, **extra: Any) -> Deferred:
-        """Write the host's state (and ``extra`` dynamic fields) with the transition's event."""
-        changes = {"status": HostStatus(t.after.state.value), **extra}
-        if t.changed:
-            changes["status_reason"] = t.reason
-        if t.after.link_up:
+    def write_status(self, status: str, reason: str, event: NewAuditEvent | None) -> Deferred:
+        """
+        Write the status the cluster manager decided, its reason, and the event that explains
+        it, in one transaction (after the host's earlier writes).
+
+        :returns: a Deferred firing once written (never failing: a failed write is retried
+            with the next statistics).
+        """
+        changes: dict[str, Any] = {"status": HostStatus(status), "status_reason": reason}
+        if self.link.connected:
             changes["last_seen"] = _now(self._clock)
-        event = transition_event(self.row, t)
         return self._writes.run(lambda: Deferred.fromCoroutine(self._write(changes, event)))
+
+    def _queue_write(self, changes: dict[str, Any]) -> Deferred:
+        return self._writes.run(lambda: Deferred.fromCoroutine(self._write(changes, None)))
 
     async def _write(self, changes: dict[str, Any], event: NewAuditEvent | None) -> None:
         """Write ``changes`` (and whatever an earlier failed write left unsaved) with ``event``;
@@ -325,8 +299,7 @@ class HostMonitor:
             self.log.warn("{host}: Host.getStats answered junk", host=self.name)
             return
         if sample.cpu_idle is not None:
-            self.cpu_band = cpu_band_since(self.cpu_band, 100.0 - sample.cpu_idle,
-                                           self._policy.parameters, self._clock.seconds())
+            self._cluster.observe(f.HostLoad(str(self.id), max(0.0, 100.0 - sample.cpu_idle)))
         seen = _now(self._clock)
         await self._writes.run(lambda: Deferred.fromCoroutine(self._write_stats(sample, seen)))
 
@@ -357,10 +330,12 @@ class HostMonitor:
         samples = wire.poll_statistics(stats)
         self._vmsync.vms.set_statistics(samples)
         self._vmsync.vms.retry_unsaved()
+        loads = [f.VmLoad(str(self.id), str(s.vm_id), s.cpu_percent) for s in samples
+                 if s.cpu_percent is not None]  # fmt: skip
+        if loads:
+            self._cluster.observe(*loads)
         if samples:
             await self._store.record_vm_statistics(samples)
-        for observer in list(self.after_vm_poll):
-            observer(self)
 
     def running_vms(self) -> list[Any]:
         """:returns: the VMs the engine has on this host that are not Down."""
@@ -371,12 +346,3 @@ class HostMonitor:
 def _now(clock: Any) -> datetime:
     return datetime.fromtimestamp(clock.seconds(), UTC)
 
-
-def resumed(host: Host, now: float) -> hoststate.HostStatus:
-    """The state machine's status for a host read from the store at engine start."""
-    return hoststate.resume(HostState(host.dynamic.status.value), now)
-
-
-def added(now: float, detail: str) -> hoststate.HostStatus:
-    """The state machine's status for a host just added."""
-    return hoststate.added(now, detail=detail).after

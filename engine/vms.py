@@ -1,12 +1,18 @@
 """``VmActions``: define VMs and run, stop, pause, resume and migrate them as jobs.
 
-Definitions (add, update, remove) are plain store writes with an audit event. Every action is a
-job (:mod:`engine.jobs`): its *prepare* step checks the VM's state and, for a start or a
-migration, asks the scheduler (:func:`engine.decide.scheduler.place`, which reserves the VM's
-resources on the chosen host at once); a refusal raises ``ActionRefused`` with the per-host
-explanation and is an audit event. Its *run* step calls the agent and waits until the VM reports
-the state the action aims at (the monitoring applies the reports): a start succeeds once the
-VM is launched (PoweringUp or Up), a stop or shutdown once it is Down, a pause once Paused.
+Definitions (add, update, remove) are plain store writes with an audit event; the cluster
+manager (:class:`~engine.cluster.ClusterService`) is told of each. Every action is a job
+(:mod:`engine.jobs`): its *prepare* step checks the VM's state and, for a start, a migration or
+a stop, asks the cluster manager, which keeps the books of every VM and places it with the
+scheduler (:func:`engine.decide.scheduler.place`, reserving the VM's resources on the chosen
+host at once); a refusal raises ``ActionRefused`` with the per-host explanation and is an audit
+event. Its *run* step calls the agent and waits until the VM reports the state the action aims
+at (the monitoring applies the reports): a start succeeds once the VM is launched (PoweringUp
+or Up), a stop or shutdown once it is Down, a pause once Paused. Each start, migration and stop
+job's outcome goes back to the manager.
+
+The manager's own starts and migrations (HA restarts, evacuations, balancing) run as the same
+jobs, on the host it chose: :meth:`VmActions.launch` and :meth:`VmActions.move`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from twisted.logger import Logger
 
 from vdsmlike.client import RemoteError
 
-from . import domain, snapshot
+from . import clusterfacts, domain, snapshot
+from .cluster import ClusterService
 from .config import EngineConfig
-from .decide.policies import Policy
-from .decide.scheduler import Decision, PendingResources, place
+from .decide import commands as c
+from .decide import facts as f
+from .decide.scheduler import Decision
 from .errors import ActionRefused
 from .events import Auditor, LiveEvents
 from .hostlink import CallTimeout, LinkDown
@@ -70,13 +78,12 @@ class VmActions:
         auditor: Auditor,
         live: LiveEvents,
         monitors: Mapping[UUID, HostMonitor],
-        pending: PendingResources,
-        policy: Policy,
+        cluster: ClusterService,
         config: EngineConfig,
     ) -> None:
         self._store, self._vms, self._sync = store, vms, vmsync
         self._jobs, self._auditor, self._live = jobs, auditor, live
-        self._monitors, self._pending, self._policy = monitors, pending, policy
+        self._monitors, self._cluster = monitors, cluster
         self._config = config
 
     # -- definitions -------------------------------------------------------------------------
@@ -86,6 +93,7 @@ class VmActions:
         static = domain.vm_from_spec(spec)
         vm = await self._store.add_vm(static)
         self._vms.put(vm)
+        self._cluster.add_vm(vm)
         await self._auditor.record(AuditType.VM_ADDED, vm_id=vm.id, vm=vm.name)
         self._live.publish("vm", vm)
         return vm
@@ -97,6 +105,7 @@ class VmActions:
             return await self._store.get_vm(vm_id)
         vm = await self._store.update_vm(vm_id, **fields)
         vm = self._vms.put_static(vm.static) or vm
+        self._cluster.update_vm(vm)
         await self._auditor.record(AuditType.VM_UPDATED, vm_id=vm.id, vm=vm.name,
                                    fields=sorted(changes))
         self._live.publish("vm", vm)
@@ -112,7 +121,7 @@ class VmActions:
             raise Conflict(f"VM {vm.name!r} is busy with job {self._jobs.holder(vm_id)}")
         await self._store.remove_vm(vm_id)
         self._vms.forget(vm_id)
-        self._pending.release(str(vm_id))
+        self._cluster.remove_vm(vm_id)
         await self._auditor.record(AuditType.VM_REMOVED, vm_id=vm_id, vm=vm.name)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -142,23 +151,57 @@ class VmActions:
             )
         return monitor
 
-    def views(self) -> list[Any]:
-        """The scheduler's snapshot of every host, now."""
-        return [
-            snapshot.host_view(m.row, m.state.value,
-                               snapshot.load_of(self._vms.keyed_on_host(m.id), self._pending),
-                               cpu_over_commit_seconds=m.cpu_seconds())
-            for m in self._monitors.values()
-        ]
+    def _decide(
+        self, vm: Vm, *, only_host: UUID | None, current: UUID | None
+    ) -> tuple[Decision, c.StartVm | c.MigrateVm | None]:
+        """Ask the cluster manager to place a start (``current`` None) or a migration.
 
-    def _decide(self, vm: Vm, *, only_host: UUID | None, current: UUID | None) -> Decision:
+        :returns: the scheduler's decision and the command the caller's job carries out.
+        :raises NotFound: an unknown ``only_host``. :raises ActionRefused: the manager refuses.
+        """
         if only_host is not None:
             self._monitor(only_host)
             pinned = vm.static.pinned_host
             if pinned is not None and pinned != only_host:
                 raise ActionRefused(f"VM {vm.name!r} is pinned to another host ({pinned})")
-        request = snapshot.vm_request(vm.static, only_host=only_host, current_host=current)
-        return place(request, self.views(), self._policy, self._pending)
+        if current is None:
+            return self._cluster.start_vm(vm.id, host=only_host)
+        return self._cluster.migrate_vm(vm.id, host=only_host)
+
+    def _failed(self, kind: str, vm_id: UUID, host: str, why: str) -> None:
+        """Tell the manager an action it placed will not run (no job was written)."""
+        self._cluster.observe(f.JobDone(kind, str(vm_id), host, False, why))
+
+    def _follow(self, kind: str, job: Job, vm_id: UUID, host: str) -> None:
+        """Report a start, migration or stop job's outcome to the manager when it ends."""
+        defer.Deferred.fromCoroutine(self._report(kind, job, vm_id, host)).addErrback(
+            lambda failure: self.log.failure("following job {job_id} failed", failure,
+                                             job_id=job.id))  # fmt: skip
+
+    async def _report(self, kind: str, job: Job, vm_id: UUID, host: str) -> None:
+        done = await self._jobs.finished(job.id)
+        if not self._cluster.running:
+            return  # the engine stops: the next one converges from the hosts' reports
+        fact = clusterfacts.job_done(kind, str(vm_id), host, done)
+        if kind == "start" and not fact.ok:
+            await self.clear_start(vm_id, UUID(host))
+        self._cluster.observe(fact)
+
+    async def clear_start(self, vm_id: UUID, host_id: UUID) -> None:
+        """
+        Make sure a start that failed left nothing running on its host (``VM.destroy``; "no
+        such VM" is the answer when nothing started): a VM must not come up late on a host
+        the manager has given up on. Best effort: a host that does not answer holds its VMs
+        in Unknown anyway.
+        """
+        monitor = self._monitors.get(host_id)
+        if monitor is None or not monitor.link.connected:
+            return
+        try:
+            await monitor.link.call("VM.destroy", {"vmID": str(vm_id)})
+        except (RemoteError, LinkDown, CallTimeout) as e:
+            self.log.debug("clearing failed start of {vm_id} on {host}: {error}", vm_id=vm_id,
+                           host=monitor.name, error=e)  # fmt: skip
 
     async def _refuse(self, kind: AuditType, vm: Vm, decision: Decision) -> None:
         reason = snapshot.refusal_text(decision.summary())
@@ -195,6 +238,7 @@ class VmActions:
     async def start_vm(self, vm_id: UUID, *, host_id: UUID | None, key: str | None) -> Job:
         """Schedule (or use ``host_id``) and start; see the module docstring."""
         vm = await self._vm(vm_id)
+        placed: list[str] = []
 
         async def prepare() -> Prepared:
             current = await self._vm(vm_id)
@@ -202,12 +246,38 @@ class VmActions:
                 raise ActionRefused(f"VM {vm.name!r} is external: the engine does not run it")
             if current.dynamic.status is not VmStatus.DOWN:
                 raise ActionRefused(f"VM {vm.name!r} is {current.dynamic.status}, not Down")
-            decision = self._decide(current, only_host=host_id, current=None)
+            decision, _ = self._decide(current, only_host=host_id, current=None)
             if decision.host is None:
                 await self._refuse(AuditType.VM_START_REFUSED, current, decision)
-            return Prepared((current, decision), lambda: self._pending.release(str(vm_id)))
+            host = decision.host
+            placed.append(host)
+            return Prepared((current, decision),
+                            lambda: self._failed("start", vm_id, host, "no job was written"))
 
-        return await self._submit("start", vm, key, prepare, self._run_start)
+        job = await self._submit("start", vm, key, prepare, self._run_start)
+        if placed:
+            self._follow("start", job, vm_id, placed[0])
+        return job
+
+    async def launch(self, vm_id: UUID, decision: Decision, reason: str) -> Job:
+        """
+        Start a VM on the host the cluster manager chose (an HA restart): a ``start`` job like
+        the admin's, its outcome reported to the manager.
+
+        :raises ActionRefused: the VM is not Down here, or another action holds it.
+        """
+        vm = await self._vm(vm_id)
+
+        async def prepare() -> Prepared:
+            current = await self._vm(vm_id)
+            if current.dynamic.status is not VmStatus.DOWN:
+                raise ActionRefused(f"VM {vm.name!r} is {current.dynamic.status}, not Down")
+            return Prepared((current, decision))
+
+        job = await self._submit("start", vm, None, prepare, self._run_start)
+        assert decision.host is not None
+        self._follow("start", job, vm_id, decision.host)
+        return job
 
     async def _run_start(self, job: Job, context: Any, progress: Progress) -> Any:
         vm, decision = context
@@ -245,7 +315,6 @@ class VmActions:
         return {"host_id": str(host.id), "host": host.name, "status": str(now.dynamic.status)}
 
     async def _start_failed(self, vm: Vm, host: HostMonitor, reason: str) -> None:
-        self._pending.release(str(vm.id))
         event = audit_event(AuditType.VM_START_FAILED, vm_id=vm.id, host_id=host.id,
                             vm=vm.name, host=host.name, reason=reason)
         await self._vms.apply(VmDynamic(vm.id, VmStatus.DOWN, exit_status="error",
@@ -255,7 +324,9 @@ class VmActions:
 
     async def _simple(self, action: str, vm_id: UUID, key: str | None, *,
                       allowed: frozenset[VmStatus], verb: str, params: dict[str, Any],
-                      target: frozenset[VmStatus], timeout: float, what: str) -> Job:
+                      target: frozenset[VmStatus], timeout: float, what: str,
+                      book: Callable[[Vm, HostMonitor], Callable[[], None]] | None = None
+                      ) -> Job:
         vm = await self._vm(vm_id)
 
         async def prepare() -> Prepared:
@@ -263,7 +334,9 @@ class VmActions:
             if current.dynamic.status not in allowed:
                 raise ActionRefused(f"cannot {action} VM {vm.name!r}: it is "
                                     f"{current.dynamic.status}")
-            return Prepared((current, self._host_of(current)))
+            host = self._host_of(current)
+            undo = None if book is None else book(current, host)  # the manager's books
+            return Prepared((current, host), undo)
 
         async def run(job: Job, context: Any, progress: Progress) -> Any:
             current, host = context
@@ -284,12 +357,39 @@ class VmActions:
 
         return await self._submit(action, vm, key, prepare, run)
 
-    def stop_vm(self, vm_id: UUID, *, key: str | None) -> Awaitable[Job]:
-        """Power the VM off (``VM.destroy``); done once it is Down."""
-        return self._simple("stop", vm_id, key, allowed=RUNNING | {VmStatus.WAIT_FOR_LAUNCH,
-                            VmStatus.UNKNOWN, VmStatus.NOT_RESPONDING}, verb="VM.destroy",
-                            params={}, target=frozenset({VmStatus.DOWN}),
-                            timeout=self._config.stop_timeout, what="stop")
+    async def stop_vm(self, vm_id: UUID, *, key: str | None) -> Job:
+        """
+        Power the VM off (``VM.destroy``); done once it is Down. The cluster manager records
+        the stop first (an HA VM stopped by the admin is not restarted); a Down VM that HA was
+        about to restart only leaves the restart queue.
+        """
+        vm = await self._vm(vm_id)
+        if vm.dynamic.status is VmStatus.DOWN and self._cluster.restart_pending(vm_id):
+            return await self._cancel_restart(vm, key)
+        stopping: list[str] = []
+
+        def book(current: Vm, host: HostMonitor) -> Callable[[], None]:
+            self._cluster.stop_vm(vm_id)
+            stopping.append(str(host.id))
+            return lambda: self._failed("stop", vm_id, str(host.id), "no job was written")
+
+        job = await self._simple("stop", vm_id, key, allowed=RUNNING | {
+            VmStatus.WAIT_FOR_LAUNCH, VmStatus.UNKNOWN, VmStatus.NOT_RESPONDING},
+            verb="VM.destroy", params={}, target=frozenset({VmStatus.DOWN}),
+            timeout=self._config.stop_timeout, what="stop", book=book)  # fmt: skip
+        if stopping:
+            self._follow("stop", job, vm_id, stopping[0])
+        return job
+
+    async def _cancel_restart(self, vm: Vm, key: str | None) -> Job:
+        async def prepare() -> Prepared:
+            self._cluster.stop_vm(vm.id)
+            return Prepared()
+
+        async def run(job: Job, context: Any, progress: Progress) -> Any:
+            return {"status": str(VmStatus.DOWN), "ha_restart": "cancelled"}
+
+        return await self._submit("stop", vm, key, prepare, run)
 
     def shutdown_vm(self, vm_id: UUID, *, key: str | None) -> Awaitable[Job]:
         """Ask the guest to power off (``VM.shutdown``); done once it is Down."""
@@ -327,13 +427,40 @@ class VmActions:
             source = self._host_of(current)
             if host_id == source.id:
                 raise ActionRefused(f"VM {vm.name!r} already runs on host {source.name}")
-            decision = self._decide(current, only_host=host_id, current=source.id)
+            decision, _ = self._decide(current, only_host=host_id, current=source.id)
             if decision.host is None:
                 await self._refuse(AuditType.VM_MIGRATION_REFUSED, current, decision)
+            dst = decision.host
+            placed.append(dst)
             return Prepared((current, source, decision),
-                            lambda: self._pending.release(str(vm_id)))
+                            lambda: self._failed("migrate", vm_id, dst, "no job was written"))
 
-        return await self._submit("migrate", vm, key, prepare, self._run_migrate)
+        placed: list[str] = []
+        job = await self._submit("migrate", vm, key, prepare, self._run_migrate)
+        if placed:
+            self._follow("migrate", job, vm_id, placed[0])
+        return job
+
+    async def move(self, vm_id: UUID, decision: Decision, reason: str) -> Job:
+        """
+        Live-migrate a VM to the host the cluster manager chose (maintenance, balancing): a
+        ``migrate`` job like the admin's, its outcome reported to the manager.
+
+        :raises ActionRefused: the VM is not Up on a reachable host, or is busy.
+        """
+        vm = await self._vm(vm_id)
+
+        async def prepare() -> Prepared:
+            current = await self._vm(vm_id)
+            if current.dynamic.status is not VmStatus.UP:
+                raise ActionRefused(f"cannot migrate VM {vm.name!r}: it is "
+                                    f"{current.dynamic.status}, not Up")
+            return Prepared((current, self._host_of(current), decision))
+
+        job = await self._submit("migrate", vm, None, prepare, self._run_migrate)
+        assert decision.host is not None
+        self._follow("migrate", job, vm_id, decision.host)
+        return job
 
     async def _run_migrate(self, job: Job, context: Any, progress: Progress) -> Any:
         vm, source, decision = context
@@ -347,7 +474,6 @@ class VmActions:
         try:
             await source.link.call("VM.migrate", {"vmID": str(vm.id), "params": params})
         except (RemoteError, LinkDown, CallTimeout) as e:
-            self._pending.release(str(vm.id))
             if isinstance(e, RemoteError) and e.code == METHOD_NOT_FOUND:
                 reason = (f"the agent on host {source.name} cannot migrate yet "
                           f"(it has no VM.migrate: {e.message})")
@@ -375,8 +501,6 @@ class VmActions:
         except defer.TimeoutError:
             raise JobFailed(f"VM {vm.name!r} did not arrive on host {dest.name} within "
                             f"{self._config.migrate_timeout:g} s") from None
-        finally:
-            self._pending.release(str(vm.id))
         if now.dynamic.run_on_host == dest.id:
             await self._auditor.record(AuditType.VM_MIGRATION_DONE, **ids)
             return {"host_id": str(dest.id), "host": dest.name}

@@ -6,8 +6,14 @@ and performs them: status changes through :class:`~engine.vmtable.VmTable` (each
 event), external VMs recorded in the store (never destroyed), Down VMs cleared from the host with
 ``VM.destroy``, pending reservations released once a VM is Up or has failed.
 
-When a VM goes Down by itself, or its host stops answering, the ``down_observers`` are told: the
-place where HA restarts (issue 7) plug in. Nothing restarts VMs yet.
+Every report that is not older than what the engine holds also goes to the cluster manager
+(:class:`~engine.cluster.ClusterService`) as a fact, after it was applied: a ``VM_status`` event
+as ``VmSeen``; a poll as ``VmSeen`` for the VMs it lists Down (with their exit reasons) and one
+``HostVms``, the host's VM list **as the rows say after the poll was reconciled**. Stale entries
+(older than an event already applied) are thereby dropped: the manager trusts a host's list, and
+an old poll must not bring a stopped or crashed VM back to life.
+
+When a VM goes Down by itself, the ``down_observers`` are told.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from uuid import UUID
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from . import clusterfacts
+from .decide import facts as f
 from .decide import reconcile as rc
-from .decide.scheduler import PendingResources
 from .events import Auditor
 from .interfaces import IStore
 from .store.auditlog import AuditType, NewAuditEvent, audit_event
@@ -107,18 +114,17 @@ class VmSync:
     :param vms: the working copy of every VM.
     :param store: where external VMs are recorded.
     :param auditor: records what this does beyond status changes.
-    :param pending: the scheduler's ledger, released as VMs come Up or fail.
+    :param cluster: the cluster manager's service: told every report as facts, and every
+        external VM found (``observe``, ``add_vm``).
     """
 
     log = Logger()
 
-    def __init__(
-        self, vms: VmTable, store: IStore, auditor: Auditor, pending: PendingResources
-    ) -> None:
+    def __init__(self, vms: VmTable, store: IStore, auditor: Auditor, cluster: Any) -> None:
         self._vms = vms
         self._store = store
         self._auditor = auditor
-        self._pending = pending
+        self._cluster = cluster
         self._adopting: set[str] = set()
         #: VM id -> host id of starts in flight (``VM.create`` sent or about to be).
         self.starting: dict[UUID, UUID] = {}
@@ -146,7 +152,32 @@ class VmSync:
                 known[vm_id] = view
         starting = [str(v) for v, h in self.starting.items() if h == host.id]
         actions = rc.reconcile(str(host.id), reports, known, complete=complete, starting=starting)
-        return gatherResults([self._act(host, a) for a in actions], consumeErrors=True)
+        done = gatherResults([self._act(host, a) for a in actions], consumeErrors=True)
+        self._cluster.observe(*self._facts(host, reports, known, complete=complete))
+        return done
+
+    def _facts(
+        self,
+        host: ReportingHost,
+        reports: Sequence[rc.VmReport],
+        known: dict[str, rc.KnownVm],
+        *,
+        complete: bool,
+    ) -> list[f.Fact]:
+        """What the manager hears of these reports (see the module docstring)."""
+        facts: list[f.Fact] = []
+        for report in {r.vm_id: r for r in reports}.values():
+            before = known.get(report.vm_id)
+            if before is not None and rc.is_stale(report, before):
+                continue
+            if complete and report.status is not VmStatus.DOWN:
+                continue  # in the host's list below
+            facts.append(clusterfacts.vm_seen(host.id, report))
+        if complete:
+            running = [v for v in self._vms.on_host(host.id)
+                       if v.dynamic.run_on_host == host.id]  # fmt: skip
+            facts.append(clusterfacts.host_vms(host.id, running))
+        return facts
 
     def _act(self, host: ReportingHost, action: rc.Action) -> Deferred:
         if isinstance(action, rc.ApplyStatus):
@@ -177,8 +208,6 @@ class VmSync:
         )
         event = status_event(vm.static, vm.dynamic.status, report.status, host, report)
         d = self._vms.apply(dynamic, force=action.moved, event=event)
-        if report.status in (VmStatus.UP, VmStatus.DOWN):
-            self._pending.release(str(vm_id))
         if down and report.exit_reason not in (EXIT_ADMIN_SHUTDOWN, EXIT_USER_SHUTDOWN):
             self._tell_down(VmDown(vm_id, host.id, report.exit_message or "Down",
                                    error=bool(report.exit_code)))
@@ -193,26 +222,8 @@ class VmSync:
                             exit_message=reason, external=vm.dynamic.external)
         event = audit_event(AuditType.VM_DOWN_ERROR, vm_id=vm_id, host_id=host.id,
                             vm=vm.name, host=host.name, reason=reason)
-        self._pending.release(str(vm_id))
         self._tell_down(VmDown(vm_id, host.id, reason, error=True))
         return self._vms.apply(dynamic, force=True, event=event)
-
-    def host_lost(self, host: ReportingHost, reason: str) -> Deferred:
-        """
-        The host is NonResponsive: its VMs' state is Unknown (issue 7 fences the host and
-        restarts its HA VMs from here).
-        """
-        self._pending.release_host(str(host.id))
-        writes = []
-        for vm in self._vms.on_host(host.id):
-            if vm.dynamic.status is VmStatus.UNKNOWN or vm.dynamic.run_on_host != host.id:
-                continue
-            dynamic = VmDynamic(vm_id=vm.id, status=VmStatus.UNKNOWN, run_on_host=host.id,
-                                external=vm.dynamic.external)
-            event = audit_event(AuditType.VM_UNKNOWN, vm_id=vm.id, host_id=host.id,
-                                vm=vm.name, host=host.name, reason=reason)
-            writes.append(self._vms.apply(dynamic, force=True, event=event))
-        return gatherResults(writes, consumeErrors=True)
 
     def _tell_down(self, down: VmDown) -> None:
         for observer in list(self.down_observers):
@@ -258,6 +269,7 @@ class VmSync:
         else:
             raise DuplicateName("vm", name)
         self._vms.put(vm)
+        self._cluster.add_vm(vm)
         self.log.warn("external VM {name} ({vm_id}) found on {host}", name=vm.name,
                       vm_id=vm_id, host=host.name)
         await self._auditor.record(AuditType.VM_EXTERNAL_FOUND, vm_id=vm_id, host_id=host.id,

@@ -259,6 +259,72 @@ class VmsApi:
         return [wire.vm_statistics(sample) for sample in samples]
 
 
+#: ``AffinityGroups.*`` field names that differ between the wire and ``IEngine``.
+_GROUP_FIELDS_FROM_WIRE = {"vm_ids": "vms", "host_ids": "hosts"}
+
+
+def _group_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """:returns: affinity group fields with ``IEngine``'s names, member ids as UUIDs."""
+    spec = {_GROUP_FIELDS_FROM_WIRE.get(key, key): value for key, value in fields.items()}
+    for key in ("vms", "hosts"):
+        if key in spec:
+            spec[key] = [wire.parse_id(member) for member in spec[key]]
+    return spec
+
+
+class AffinityGroupsApi:
+    """``AffinityGroups.*``: define, list, inspect, change and remove affinity groups.
+
+    :param engine: the engine's operations.
+    """
+
+    def __init__(self, engine: IEngine) -> None:
+        self._engine = engine
+
+    @verb("AffinityGroups.add")
+    async def add(
+        self,
+        name: str,
+        description: str,
+        vm_polarity: str,
+        hard: bool,
+        vm_ids: list[str],
+        host_polarity: str,
+        hosts_hard: bool | None,
+        host_ids: list[str],
+        priority: float,
+    ) -> dict[str, Any]:
+        """Define a group (409 when it contradicts others); fires with its ``AffinityGroup``."""
+        spec = _group_fields({
+            "name": name, "description": description, "vm_polarity": vm_polarity,
+            "hard": hard, "vm_ids": vm_ids, "host_polarity": host_polarity,
+            "hosts_hard": hosts_hard, "host_ids": host_ids, "priority": priority,
+        })  # fmt: skip
+        return wire.affinity_group(await self._engine.add_affinity_group(spec))
+
+    @verb("AffinityGroups.list")
+    async def list_groups(self) -> list[dict[str, Any]]:
+        """Every group by name."""
+        return [wire.affinity_group(row) for row in await self._engine.list_affinity_groups()]
+
+    @verb("AffinityGroups.get")
+    async def get(self, id: str) -> dict[str, Any]:
+        """One group."""
+        return wire.affinity_group(await self._engine.get_affinity_group(wire.parse_id(id)))
+
+    @verb("AffinityGroups.update")
+    async def update(self, id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a group (members replaced whole); fires with the ``AffinityGroup``."""
+        row = await self._engine.update_affinity_group(wire.parse_id(id), _group_fields(changes))
+        return wire.affinity_group(row)
+
+    @verb("AffinityGroups.remove")
+    async def remove(self, id: str) -> bool:
+        """Forget a group."""
+        await self._engine.remove_affinity_group(wire.parse_id(id))
+        return True
+
+
 class JournalApi:
     """``Events.list``, ``Jobs.list``, ``Jobs.get`` and ``Engine.ping``.
 
@@ -329,6 +395,9 @@ def shared_handlers(
     :returns: ``{verb name: handler}``.
     """
     handlers = collect(
-        HostsApi(engine, store), VmsApi(engine, store), JournalApi(engine, clock, version)
+        HostsApi(engine, store),
+        VmsApi(engine, store),
+        AffinityGroupsApi(engine),
+        JournalApi(engine, clock, version),
     )
     return {name: translating(name, fn) for name, fn in handlers.items()}

@@ -268,3 +268,21 @@ def _reasons(value: Any) -> list[str]:
     if isinstance(value, Iterable):
         return [str(item) for item in value]
     return [str(value)]
+
+
+def affinity_group(row: Any) -> dict[str, Any]:
+    """The ``AffinityGroup`` shape (an ``engine.store.affinity.AffinityGroupRow``)."""
+    return {
+        "id": ident(row.id),
+        "name": row.name,
+        "description": row.description,
+        "vm_polarity": row.vm_polarity,
+        "hard": row.hard,
+        "vm_ids": [ident(v) for v in row.vms],
+        "host_polarity": row.host_polarity,
+        "hosts_hard": row.hosts_hard,
+        "host_ids": [ident(h) for h in row.hosts],
+        "priority": row.priority,
+        "created": time(row.created),
+        "updated": time(row.updated),
+    }

@@ -566,3 +566,33 @@ def _apart_room(groups, hosts: Collection[str], names) -> list[str]:
                 "may run them"
             )
     return problems
+
+
+# -- words --------------------------------------------------------------------------------------
+
+
+def describe_group(
+    group: AffinityGroup,
+    names: Mapping[str, str] | None = None,
+    *,
+    host_names: Mapping[str, str] | None = None,
+) -> str:
+    """
+    :returns: the group's rules in one line, for events, e.g. ``web-1, web-2 apart (hard);
+        only on h1, h2 (soft); priority 1``.
+    """
+    names = names or {}
+    hnames = names if host_names is None else host_names
+    parts = []
+    vms = ", ".join(sorted(_name(names, v) for v in group.vms)) or "no VMs"
+    if group.has_vm_rule:
+        how = "together" if group.vm_polarity is Polarity.POSITIVE else "apart"
+        parts.append(f"{vms} {how} ({'hard' if group.hard else 'soft'})")
+    else:
+        parts.append(f"{vms} (no VM rule)")
+    if group.has_host_rule:
+        how = "only on" if group.host_polarity is Polarity.POSITIVE else "never on"
+        hosts = ", ".join(sorted(_name(hnames, h) for h in group.hosts))
+        parts.append(f"{how} {hosts} ({'hard' if group.host_rule_hard else 'soft'})")
+    parts.append(f"priority {group.priority:g}")
+    return "; ".join(parts)

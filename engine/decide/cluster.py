@@ -55,39 +55,49 @@ extra units need.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.store.auditlog import AuditType as T
 from engine.store.rows import VmStatus
 
-from . import clustersnapshot, evacuation, facts, fencing, harestart, hoststate, vmtrack
+from . import (
+    clusteradmin,
+    clustersnapshot,
+    evacuation,
+    facts,
+    fencing,
+    harestart,
+    hoststate,
+    vmtrack,
+)
+from .clusteradmin import RequestRefused as RequestRefused
 from .clustersnapshot import ClusterSnapshot, StoredHost, StoredVm
 from .clusterstate import (
     ClusterState,
     ExitReason,
     HaSettings,
     HostRecord,
-    MaintenanceRequest,
-    Operation,
     RequestDecorator,
     VmRecord,
 )
-from .commands import Command, MarkVmUnknown, SetHostStatus, StartVm, StopVm
-from .hoststate import HostEvent, HostState, InvalidTransition
+from .commands import (
+    POWER_OFF_HOST,
+    POWER_ON_HOST,
+    Command,
+    Event,
+    MarkVmUnknown,
+    PowerHost,
+    SetHostStatus,
+)
+from .hoststate import HostEvent, HostState
 from .model import HostView, VmRequest
-from .placing import choice_text, place_vm, refusal_text
+from .moves import MoveHistory, VmPlacement
+from .placing import place_vm, refusal_text
 from .plugins import PolicyUnits
 from .policies import Policy, make_policy
-
-
-class RequestRefused(ValueError):
-    """An admin request that makes no sense now; ``reason`` says why, for the API error."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from .powersave import POWER_OFF, POWER_ON, SHORTAGE, PowerHistory
+from .scheduler import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +107,27 @@ class BalanceInput:
 
     :ivar hosts: every host as the scheduler sees it.
     :ivar placements: ``(VM, host id)`` for every VM Up with nothing in flight.
+    :ivar vms: the same VMs as the balancer sees them (CPU usage, migratable).
+    :ivar history: the balancer's past moves (cooldown, no move back).
+    :ivar power_history: power saving's past host power actions and shortages.
+    :ivar pm_hosts: hosts with power management (power saving may switch them).
+    :ivar waiting_vms: HA VMs waiting for a restart that no host could take.
+    :ivar calm: nothing else is going on; when False (only VMs wait for room), moves and
+        power-offs are ignored and only a power-on is taken.
+    :ivar calm_since: since when the cluster is calm (loads need time to show past moves).
     """
 
     now: float
     policy: Policy
     hosts: tuple[HostView, ...]
     placements: tuple[tuple[VmRequest, str], ...]
+    vms: tuple[VmPlacement, ...] = ()
+    history: MoveHistory = MoveHistory()
+    power_history: PowerHistory = PowerHistory()
+    pm_hosts: frozenset[str] = frozenset()
+    waiting_vms: int = 0
+    calm: bool = True
+    calm_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +139,27 @@ class PlannedMove:
     reason: str
 
 
-#: A balancing planner: the cluster in, proposed moves out (none by default).
-MovePlanner = Callable[[BalanceInput], Sequence[PlannedMove]]
+@dataclass(frozen=True, slots=True)
+class PlannedPower:
+    """
+    A host power action power saving proposes: ``action`` is
+    :data:`~engine.decide.powersave.POWER_OFF` (maintenance, then power off),
+    :data:`~engine.decide.powersave.POWER_ON` (power on, activate once it answers) or
+    :data:`~engine.decide.powersave.SHORTAGE` (nothing to do: capacity was short, kept in the
+    power history so no host is switched off soon after; ``host`` empty).
+    """
+
+    host: str
+    action: str
+    reason: str
+
+
+#: A balancing planner: the cluster in, proposed moves, power actions and events (e.g. a host
+#: the balancer cannot relieve) out; nothing by default.
+MovePlanner = Callable[[BalanceInput], Sequence[PlannedMove | PlannedPower | Event]]
+
+#: How long the balancer's move history is kept (longer than any no-move-back window).
+_HISTORY_SECONDS = 4 * 3600.0
 
 
 class ClusterManager:
@@ -203,6 +247,8 @@ class ClusterManager:
             return
         if isinstance(fact, facts.HostSeen):
             self._apply(host, fact.event, now, fact.detail)
+            if fact.event in (HostEvent.CONNECTED, HostEvent.HEARTBEAT_OK):
+                self._woken(host, now)
         elif isinstance(fact, facts.VmSeen):
             vmtrack.vm_seen(state, host, fact.vm, fact.status, fact.exit, fact.detail, now)
         elif isinstance(fact, facts.HostVms):
@@ -215,6 +261,10 @@ class ClusterManager:
             self._prove(host, fencing.power_seen(state, host, fact), now)
         elif isinstance(fact, facts.HostLoad):
             state.record_load(host, fact.cpu_percent, now)
+        elif isinstance(fact, facts.VmLoad):
+            vm = state.vms.get(fact.vm)
+            if vm is not None and vm.host == fact.host:
+                vm.cpu_percent = fact.cpu_percent
 
     def _apply(self, host: HostRecord, event: HostEvent, now: float, detail: str = "") -> None:
         """Feed ``event`` to the host state machine and act on a change of state."""
@@ -235,7 +285,9 @@ class ClusterManager:
             state.note(T.HOST_CONNECTING, host=host.id, reason=t.reason)
         elif new is HostState.UP and t.event is not HostEvent.ACTIVATE_REQUESTED:
             old = t.before.state if t.before is not None else None
-            kind = T.HOST_RECOVERED if old is HostState.CONNECTING else T.HOST_UP
+            # "responding again" after trouble, as the audit log always said; Up otherwise
+            back = old in (HostState.CONNECTING, HostState.NON_RESPONSIVE)
+            kind = T.HOST_RECOVERED if back else T.HOST_UP
             state.note(kind, host=host.id, reason=t.reason)
         elif new is HostState.NON_RESPONSIVE:
             state.note(T.HOST_NON_RESPONSIVE, host=host.id, reason=t.reason)
@@ -244,6 +296,9 @@ class ClusterManager:
             state.note(T.HOST_MAINTENANCE_STARTED, host=host.id)
         elif new is HostState.MAINTENANCE:
             state.note(T.HOST_MAINTENANCE, host=host.id, reason=t.reason)
+            if host.power_saving == "switching_off":
+                host.power_saving = "off"
+                state.emit(PowerHost(host.id, POWER_OFF_HOST, "power saving: empty and idle"))
         elif new is HostState.DOWN:
             state.note(T.HOST_DOWN, host=host.id, reason=t.reason)
         if new is HostState.UP:
@@ -279,25 +334,7 @@ class ClusterManager:
         if host.maintenance is not None:
             self._apply(host, HostEvent.MAINTENANCE_REQUESTED, now, "maintenance was asked")
 
-    # -- admin requests -----------------------------------------------------------------------
-
-    def _host(self, host_id: str) -> HostRecord:
-        host = self.state.hosts.get(host_id)
-        if host is None:
-            raise RequestRefused(f"no host {host_id!r}")
-        return host
-
-    def _vm(self, vm_id: str) -> VmRecord:
-        vm = self.state.vms.get(vm_id)
-        if vm is None:
-            raise RequestRefused(f"no VM {vm_id!r}")
-        return vm
-
-    def _request(self, host: HostRecord, event: HostEvent, now: float) -> None:
-        try:
-            self._apply(host, event, now)
-        except InvalidTransition as e:
-            raise RequestRefused(f"host {host.name}: {e.reason}") from None
+    # -- admin requests (engine/decide/clusteradmin.py) --------------------------------------
 
     def request_maintenance(self, now: float, host_id: str, *, move_back: bool = False) -> None:
         """
@@ -306,21 +343,7 @@ class ClusterManager:
         :param move_back: migrate its VMs back when it is activated.
         :raises RequestRefused: for an unknown host or one that cannot enter maintenance.
         """
-        host = self._host(host_id)
-        if host.maintenance is not None:
-            return  # asked twice: the first request and its deadline stand
-        if host.state is HostState.CONNECTING and self.state.vms_on(host.id):
-            raise RequestRefused(
-                f"host {host.name} is Connecting (in its grace period) and holds VMs; ask again "
-                "once it answers or is declared NonResponsive"
-            )
-        deadline = now + self.state.settings.maintenance_deadline
-        host.maintenance = MaintenanceRequest(now, deadline, move_back)
-        try:
-            self._request(host, HostEvent.MAINTENANCE_REQUESTED, now)
-        except RequestRefused:
-            host.maintenance = None
-            raise
+        clusteradmin.request_maintenance(self.state, self._apply, now, host_id, move_back=move_back)
 
     def activate(self, now: float, host_id: str) -> None:
         """
@@ -328,36 +351,30 @@ class ClusterManager:
 
         :raises RequestRefused: for an unknown host or one that cannot be activated.
         """
-        host = self._host(host_id)
-        request = host.maintenance
-        host.maintenance = None
-        try:
-            self._request(host, HostEvent.ACTIVATE_REQUESTED, now)
-        except RequestRefused:
-            host.maintenance = request
-            raise
-        if request is not None and request.move_back:
-            self.state.move_back.extend((vm, host.id) for vm in request.moved)
+        clusteradmin.activate(self.state, self._apply, now, host_id)
 
-    def start_vm(self, now: float, vm_id: str) -> None:
+    def start_vm(self, now: float, vm_id: str, *, host: str | None = None) -> Decision:
         """
-        Start a Down VM on the host the scheduler chooses (refusals are events, not retried).
+        Start a Down VM on the host the scheduler chooses (a refusal is an event, not retried).
 
-        :raises RequestRefused: for an unknown VM or one that is not Down.
+        :param host: only this host may take it (the admin's choice), else any.
+        :returns: the scheduler's decision; its ``host`` is None when it refused (the VM stays
+            Down), else a ``StartVm`` for that host is queued.
+        :raises RequestRefused: for an unknown VM, one that is not Down, or one HA is about to
+            restart.
         """
-        state = self.state
-        vm = self._vm(vm_id)
-        if vm.status is not VmStatus.DOWN or vm.restart is not None:
-            raise RequestRefused(f"VM {vm.name} is {vm.status}; only a Down VM can be started")
-        decision = place_vm(state, state.request(vm), now, kind="start").decision
-        if decision.host is None:
-            state.note(T.VM_START_REFUSED, vm=vm.id, reason=refusal_text(decision))
-            return
-        vm.status, vm.host, vm.exit = VmStatus.WAIT_FOR_LAUNCH, decision.host, None
-        vm.op = Operation("start", decision.host, now, now + state.settings.start_timeout)
-        reason = choice_text(decision)
-        state.emit(StartVm(vm.id, decision.host, f"started by the user; {reason}", decision))
-        state.note(T.VM_PLACED, host=decision.host, vm=vm.id, reason=reason)
+        return clusteradmin.start_vm(self.state, now, vm_id, host=host)
+
+    def migrate_vm(self, now: float, vm_id: str, *, host: str | None = None) -> Decision:
+        """
+        Live-migrate an Up VM to ``host`` or the scheduler's choice (an admin's migration).
+
+        :returns: the scheduler's decision; its ``host`` is None when it refused (nothing is
+            noted: the caller reports it), else a ``MigrateVm`` is queued.
+        :raises RequestRefused: for an unknown VM, one that is not Up or has something in
+            flight, its own host, or a source with its outgoing migrations at the limit.
+        """
+        return clusteradmin.migrate_vm(self.state, now, vm_id, host=host)
 
     def stop_vm(self, now: float, vm_id: str) -> None:
         """
@@ -367,28 +384,36 @@ class ClusterManager:
         :raises RequestRefused: for an unknown VM, or one in Unknown (its host must be fenced
             or answer first) or in the middle of a start or migration.
         """
-        state = self.state
-        vm = self._vm(vm_id)
-        if vm.op is not None and vm.op.kind == "stop":
-            return  # asked twice
-        if vm.status is VmStatus.UNKNOWN:
-            raise RequestRefused(
-                f"VM {vm.name} is Unknown: its host does not answer; it can be stopped once the "
-                "host answers or is fenced"
-            )
-        if vm.op is not None:
-            raise RequestRefused(f"VM {vm.name} is {vm.status}; try again when it is done")
-        if vm.status is VmStatus.DOWN:
-            if vm.restart is not None:
-                vm.restart = None
-                state.note(T.HA_VM_NOT_RESTARTED, vm=vm.id, reason="the user stopped it")
-            return
-        host = vm.host
-        assert host is not None
-        vm.status = VmStatus.POWERING_DOWN
-        vm.op = Operation("stop", host, now, math.inf)
-        state.note(T.VM_STOPPING, host=host, vm=vm.id, reason="the user stops it")
-        state.emit(StopVm(vm.id, host, "stopped by the user"))
+        clusteradmin.stop_vm(self.state, now, vm_id)
+
+    def maintenance_report(self, host_id: str) -> clusteradmin.MaintenanceReport:
+        """:returns: where a host's maintenance stands. :raises RequestRefused: unknown host."""
+        return clusteradmin.maintenance_report(self.state, host_id)
+
+    def host_status(self, host_id: str) -> hoststate.HostStatus | None:
+        """:returns: a host's status (the host state machine's), or None when unknown."""
+        return clusteradmin.host_status(self.state, host_id)
+
+    def update_host(self, host: StoredHost) -> None:
+        """A host's definition changed (sizes learnt at connection, power management)."""
+        clusteradmin.update_host(self.state, host)
+
+    def remove_host(self, now: float, host_id: str, *, check_only: bool = False) -> None:
+        """
+        Forget a host in Maintenance, Down or never connected, with no VMs.
+
+        :param check_only: only check that it may be removed.
+        :raises RequestRefused: why it may not be removed.
+        """
+        clusteradmin.remove_host(self.state, now, host_id, check_only=check_only)
+
+    def update_vm(self, vm: StoredVm) -> None:
+        """A VM's definition changed (its status is kept); an unknown VM is added."""
+        clusteradmin.update_vm(self.state, vm)
+
+    def remove_vm(self, vm_id: str) -> None:
+        """Forget a VM."""
+        clusteradmin.remove_vm(self.state, vm_id)
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -409,28 +434,79 @@ class ClusterManager:
         harestart.tick(state, now)
         evacuation.tick(state, now, self._apply)
         self._balance(now)
-        out, state.outbox = state.outbox, []
+        return self.decided()
+
+    def decided(self) -> list[Command]:
+        """
+        :returns: the commands decided since the last call (or ``tick``), by ``observe`` and
+            requests, without letting time pass: the engine carries out what a fact or a
+            request decided at once, and what time decides on its next tick.
+        """
+        out, self.state.outbox = self.state.outbox, []
         return out
 
-    def _calm(self) -> bool:
+    def _calm(self, *, restarts: bool = True) -> bool:
+        """:param restarts: HA restarts waiting count as unrest (else only the others)."""
         state = self.state
-        return not any(
-            vm.restart is not None or vm.op is not None or vm.status is VmStatus.UNKNOWN
-            for vm in state.vms.values()
-        ) and not any(h.maintenance is not None for h in state.hosts.values())
+        return (
+            not any(
+                (restarts and vm.restart is not None)
+                or vm.op is not None
+                or vm.status is VmStatus.UNKNOWN
+                for vm in state.vms.values()
+            )
+            and not any(
+                h.maintenance is not None and h.state is not HostState.MAINTENANCE
+                for h in state.hosts.values()
+            )
+            and not state.move_back
+        )
 
     def _balance(self, now: float) -> None:
-        if self._planner is None or not self._calm():
+        if self._planner is None:
             return
         state = self.state
-        placements = tuple(
-            (vm.request(), vm.host)
-            for vm in state.sorted_vms()
-            if vm.status is VmStatus.UP and vm.host is not None
+        calm = self._calm()
+        waiting = sum(
+            1
+            for vm in state.vms.values()
+            if vm.restart is not None and vm.op is None and vm.restart.attempts > 0
         )
-        seen = BalanceInput(now, state.policy, tuple(state.host_views(now)), placements)
-        for move in self._planner(seen):
-            self._balance_move(move, now)
+        if not calm:
+            state.calm_since = None
+            if not (waiting and self._calm(restarts=False)):
+                return
+        elif state.calm_since is None:
+            state.calm_since = now
+        state.moves = state.moves.since(now - _HISTORY_SECONDS)
+        for item in self._planner(self._balance_input(now, calm, waiting)):
+            if isinstance(item, Event):
+                state.emit(item)
+            elif isinstance(item, PlannedPower):
+                self._power(item, now, calm)
+            elif calm:
+                self._balance_move(item, now)
+
+    def _balance_input(self, now: float, calm: bool, waiting: int) -> BalanceInput:
+        state = self.state
+        up = [
+            vm
+            for vm in state.sorted_vms()
+            if vm.status is VmStatus.UP and vm.host is not None and vm.op is None
+        ]
+        return BalanceInput(
+            now,
+            state.policy,
+            tuple(state.host_views(now)),
+            tuple((vm.request(), vm.host) for vm in up if vm.host is not None),
+            vms=tuple(_placement(vm) for vm in up),
+            history=state.moves,
+            power_history=state.power,
+            pm_hosts=frozenset(h.id for h in state.hosts.values() if h.power_management),
+            waiting_vms=waiting,
+            calm=calm,
+            calm_since=now if state.calm_since is None else state.calm_since,
+        )
 
     def _balance_move(self, move: PlannedMove, now: float) -> None:
         state = self.state
@@ -446,6 +522,7 @@ class ClusterManager:
             return
         source = vm.host
         evacuation.start_migration(state, vm, decision, f"balancing: {move.reason}", now)
+        state.moves = state.moves.record(vm.id, source, decision.host, now)
         state.note(
             T.BALANCE_MIGRATION,
             host=source,
@@ -453,3 +530,50 @@ class ClusterManager:
             destination=decision.host_name,
             reason=move.reason,
         )
+
+    def _power(self, planned: PlannedPower, now: float, calm: bool) -> None:
+        """Carry out a power-saving action if the host is still as the planner saw it."""
+        state = self.state
+        if planned.action == SHORTAGE:
+            kept = tuple(r for r in state.power.records if r.action != SHORTAGE)
+            state.power = PowerHistory(kept).record("", SHORTAGE, now)
+            return
+        host = state.hosts.get(planned.host)
+        if host is None or not host.power_management:
+            return
+        if planned.action == POWER_ON:
+            last = state.power.last(host.id)  # the history survives restarts, the flag not
+            if host.state not in _OFF or last is None or last.action != POWER_OFF:
+                return
+            host.power_saving = "waking"
+            state.power = state.power.record(host.id, POWER_ON, now)
+            state.note(T.POWER_SAVING_HOST_ON, host=host.id, reason=planned.reason)
+            state.emit(PowerHost(host.id, POWER_ON_HOST, planned.reason))
+        elif planned.action == POWER_OFF and calm:
+            if host.state is not HostState.UP or state.vms_on(host.id) or host.maintenance:
+                return
+            state.power = state.power.record(host.id, POWER_OFF, now)
+            state.note(T.POWER_SAVING_HOST_OFF, host=host.id, reason=planned.reason)
+            host.power_saving = "switching_off"
+            self.request_maintenance(now, host.id)
+
+    def _woken(self, host: HostRecord, now: float) -> None:
+        """A host power saving powered on answers: activate it (it was in Maintenance)."""
+        if host.power_saving != "waking":
+            return
+        if host.state is HostState.MAINTENANCE:
+            host.maintenance, host.power_saving = None, None
+            self._apply(host, HostEvent.ACTIVATE_REQUESTED, now, "powered on by power saving")
+        elif host.state is HostState.UP:
+            host.power_saving = None
+
+
+def _placement(vm: VmRecord) -> VmPlacement:
+    """:returns: an Up VM as the balancer sees it (pinned VMs do not move)."""
+    assert vm.host is not None
+    migratable = vm.pinned_host is None
+    return VmPlacement(vm.id, vm.name, vm.host, vm.memory_mib, vm.vcpus, vm.cpu_percent, migratable)
+
+
+#: Host states of a host that power saving switched off.
+_OFF = frozenset({HostState.MAINTENANCE, HostState.DOWN})

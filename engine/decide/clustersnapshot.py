@@ -35,11 +35,18 @@ from .clusterstate import (
     VmRecord,
 )
 from .hoststate import HostState
+from .moves import MoveHistory, MoveRecord
+from .powersave import PowerHistory, PowerRecord
 
 
 @dataclass(frozen=True, slots=True)
 class StoredHost:
-    """A host as the store keeps it (static row plus ``status``)."""
+    """
+    A host as the store keeps it (static row plus ``status``).
+
+    :ivar power_management: power fencing is possible (its power management is enabled).
+    :ivar fencing_enabled: the engine may fence it by itself.
+    """
 
     id: str
     name: str
@@ -48,6 +55,7 @@ class StoredHost:
     memory_mib: int
     reserved_mib: int = 0
     power_management: bool = False
+    fencing_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +86,18 @@ class StoredJob:
 
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
-    """What the engine's store knows about the cluster, in the shapes the manager reads."""
+    """
+    What the engine's store knows about the cluster, in the shapes the manager reads.
+
+    :ivar moves: the balancer's recent moves (its cooldown and no-move-back survive restarts).
+    :ivar power: power saving's recent host power actions and shortages (its hysteresis).
+    """
 
     hosts: tuple[StoredHost, ...] = ()
     vms: tuple[StoredVm, ...] = ()
     jobs: tuple[StoredJob, ...] = ()
+    moves: tuple[MoveRecord, ...] = ()
+    power: tuple[PowerRecord, ...] = ()
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -108,6 +123,7 @@ def add_host(state: ClusterState, now: float, host: StoredHost, *, link_up: bool
         else hoststate.resume(status, now),
         reserved_mib=host.reserved_mib,
         power_management=host.power_management,
+        fencing_enabled=host.fencing_enabled,
     )
     state.hosts[host.id] = record
     return record
@@ -170,6 +186,8 @@ def load(state: ClusterState, now: float, snapshot: ClusterSnapshot, *, restarte
         add_vm(state, stored_vm)
     for job in snapshot.jobs:
         _resume_job(state, job, now)
+    state.moves = MoveHistory(tuple(snapshot.moves))
+    state.power = PowerHistory(tuple(snapshot.power))
     for record in state.sorted_vms():
         if record.status is VmStatus.UNKNOWN:
             record.lost_at = now
@@ -206,7 +224,14 @@ def dump(state: ClusterState) -> ClusterSnapshot:
     """:returns: what the store holds once the shell has carried out every command."""
     hosts = tuple(
         StoredHost(
-            h.id, h.name, str(h.state), h.cpus, h.memory_mib, h.reserved_mib, h.power_management
+            h.id,
+            h.name,
+            str(h.state),
+            h.cpus,
+            h.memory_mib,
+            h.reserved_mib,
+            h.power_management,
+            h.fencing_enabled,
         )
         for h in state.sorted_hosts()
     )
@@ -229,4 +254,4 @@ def dump(state: ClusterState) -> ClusterSnapshot:
     jobs = tuple(
         StoredJob(v.op.kind, v.id, v.op.host) for v in state.sorted_vms() if v.op is not None
     )
-    return ClusterSnapshot(hosts, vms, jobs)
+    return ClusterSnapshot(hosts, vms, jobs, state.moves.records, state.power.records)

@@ -25,8 +25,10 @@ from . import hoststate
 from .commands import Command, Event, event
 from .hoststate import HostState, HostTiming
 from .model import HostView, VmRequest
+from .moves import MoveHistory
 from .plugins import PolicyUnits
 from .policies import Policy
+from .powersave import PowerHistory
 from .scheduler import PendingResources
 from .utilization import CpuBand, cpu_band_since, cpu_over_commit_seconds
 
@@ -308,7 +310,12 @@ class HostRecord:
 
     :ivar status: its status per :mod:`engine.decide.hoststate`.
     :ivar power_management: it has a power-management device (power fencing is possible).
+    :ivar fencing_enabled: the engine may fence it by itself (its power management settings
+        say so; the cluster-wide ``HaSettings.fencing_enabled`` must allow it too).
     :ivar band: its CPU band and since when (for the scheduler's ``cpu_overloaded``).
+    :ivar power_saving: where power saving has it: ``"switching_off"`` (maintenance asked, to
+        be powered off once empty), ``"off"`` (powered off), ``"waking"`` (powered on, to be
+        activated once its agent connects), or None (power saving leaves it alone).
     """
 
     id: str
@@ -318,10 +325,12 @@ class HostRecord:
     status: hoststate.HostStatus
     reserved_mib: int = 0
     power_management: bool = False
+    fencing_enabled: bool = True
     cpu_load: float = 0.0
     band: tuple[CpuBand, float] | None = None
     fence: FenceProgress = field(default_factory=FenceProgress)
     maintenance: MaintenanceRequest | None = None
+    power_saving: str | None = None
 
     @property
     def state(self) -> HostState:
@@ -343,6 +352,7 @@ class VmRecord:
     :ivar lost_at: when the trouble that took it down began (the HA latency's start).
     :ivar evac_next: maintenance: do not try to move it before this time.
     :ivar evac_reason: maintenance: why it could not move, last time.
+    :ivar cpu_percent: its CPU usage in percent of its own vCPUs (the balancer's prediction).
     """
 
     id: str
@@ -361,6 +371,7 @@ class VmRecord:
     lost_at: float | None = None
     evac_next: float = 0.0
     evac_reason: str | None = None
+    cpu_percent: float = 0.0
 
     def request(self, *, current_host: str | None = None, avoid: Iterable[str] = ()) -> VmRequest:
         """:returns: this VM as the scheduler's request."""
@@ -395,6 +406,9 @@ class ClusterState:
     :ivar outbox: commands decided since the last ``tick`` returned.
     :ivar decorate: adds what the scheduler's extra units need to a request (affinity: its
         groups and where their members run), or None.
+    :ivar moves: the balancer's moves (cooldown and no move back), kept across ticks and in the
+        snapshot.
+    :ivar power: power saving's host power actions and shortages (its hysteresis), likewise.
     """
 
     settings: HaSettings
@@ -409,6 +423,9 @@ class ClusterState:
     move_back: list[tuple[str, str]] = field(default_factory=list)
     outbox: list[Command] = field(default_factory=list)
     decorate: RequestDecorator | None = None
+    moves: MoveHistory = field(default_factory=MoveHistory)
+    power: PowerHistory = field(default_factory=PowerHistory)
+    calm_since: float | None = None
 
     def emit(self, *commands: Command) -> None:
         """Queue ``commands`` for the next ``tick``."""
@@ -471,17 +488,30 @@ class ClusterState:
         )
         return self.decorate(request, placement, leaving)
 
-    def host_view(self, host: HostRecord, now: float) -> HostView:
-        """:returns: ``host`` as the scheduler sees it; the ledger adds what is pending."""
-        committed = vcpus = count = 0
+    def _loads(self, host_id: str | None = None) -> dict[str, list[int]]:
+        """:returns: host id → [committed MiB, vCPUs, VMs] of the VMs on it (one pass over the
+        VMs: a decision over many hosts must not walk every VM once per host)."""
+        loads: dict[str, list[int]] = {}
         for vm in self.vms.values():
-            if vm.host != host.id or vm.status not in RUNNING:
+            if vm.host is None or vm.status not in RUNNING:
                 continue
-            count += 1
-            vcpus += vm.vcpus
+            if host_id is not None and vm.host != host_id:
+                continue
+            load = loads.setdefault(vm.host, [0, 0, 0])
+            load[1] += vm.vcpus
+            load[2] += 1
             held = self.pending.reservation(vm.id)
-            if held is None or held.host_id != host.id:
-                committed += vm.memory_mib
+            if held is None or held.host_id != vm.host:
+                load[0] += vm.memory_mib
+        return loads
+
+    def host_view(
+        self, host: HostRecord, now: float, loads: dict[str, list[int]] | None = None
+    ) -> HostView:
+        """:returns: ``host`` as the scheduler sees it; the ledger adds what is pending."""
+        if loads is None:
+            loads = self._loads(host.id)
+        committed, vcpus, count = loads.get(host.id, (0, 0, 0))
         busy = cpu_over_commit_seconds(host.band, now) if host.band is not None else 0.0
         return HostView(
             id=host.id,
@@ -500,7 +530,8 @@ class ClusterState:
 
     def host_views(self, now: float) -> list[HostView]:
         """:returns: every host as the scheduler sees it, by name."""
-        return [self.host_view(h, now) for h in self.sorted_hosts()]
+        loads = self._loads()
+        return [self.host_view(h, now, loads) for h in self.sorted_hosts()]
 
     def record_load(self, host: HostRecord, cpu_percent: float, now: float) -> None:
         """Keep a CPU load sample and the band it puts the host in."""

@@ -92,6 +92,25 @@ class MigrateVm:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerHost:
+    """
+    Switch a host on or off through its power management for power saving (not a fence: the
+    host is empty and in Maintenance before it is switched off).
+
+    :ivar action: :data:`POWER_ON_HOST` or :data:`POWER_OFF_HOST`.
+    """
+
+    host: str
+    action: str
+    reason: str
+
+
+#: :class:`PowerHost` actions.
+POWER_ON_HOST = "on"
+POWER_OFF_HOST = "off"
+
+
+@dataclass(frozen=True, slots=True)
 class MarkVmDown:
     """
     Record a VM as Down: the old copy is proven dead (its host was fenced, or its host answered
@@ -187,6 +206,7 @@ Command = (
     | StartVm
     | StopVm
     | MigrateVm
+    | PowerHost
     | MarkVmDown
     | MarkVmUnknown
     | SetHostStatus

@@ -41,6 +41,7 @@ from .clusterstate import (
 )
 from .commands import MigrateVm
 from .hoststate import HostEvent, HostState
+from .model import VmRequest
 from .placing import choice_text, place_vm, refusal_text
 from .scheduler import Decision
 
@@ -79,6 +80,9 @@ def migration_failed(state: ClusterState, vm: VmRecord, now: float, why: str) ->
     if vm.status is VmStatus.MIGRATING_FROM:
         vm.status = VmStatus.UP
     vm.evac_next = now + state.settings.evacuation_retry
+    source = state.hosts.get(vm.host) if vm.host is not None else None
+    if source is not None and source.maintenance is not None:  # the maintenance report's why
+        vm.evac_reason = f"its migration to {state.host_name(target)} failed: {why}"
     state.note(T.VM_MIGRATION_FAILED, vm=vm.id, destination=state.host_name(target), reason=why)
 
 
@@ -109,16 +113,13 @@ def _evacuate(
             break
         if vm.op is not None or now < vm.evac_next or vm.status is not VmStatus.UP:
             continue
-        if vm.pinned_host == host.id:
-            _cannot(state, host, vm, now, "it is pinned to this host; stop it or unpin it")
-            continue
-        others = {h for h in state.hosts if h != host.id}  # its own host explains nothing
+        others = {h for h in state.hosts if h != host.id}
         wanted = state.request(vm, current_host=host.id)
         placement = place_vm(state, wanted, now, kind="migrate", only=others)
         decision = placement.decision
         if decision.host is None:
             if not placement.slot_wait:
-                _cannot(state, host, vm, now, refusal_text(decision))
+                _cannot(state, host, vm, now, _refusal(state, host, vm, wanted, now))
             continue
         reason = choice_text(decision)
         start_migration(state, vm, decision, f"maintenance of host {host.name}; {reason}", now)
@@ -131,6 +132,19 @@ def _evacuate(
             explanation=decision.summary(),
         )
         leaving += 1
+
+
+def _refusal(
+    state: ClusterState, host: HostRecord, vm: VmRecord, wanted: VmRequest, now: float
+) -> str:
+    """Why ``vm`` cannot leave ``host``; a lone host explains itself ("excluded")."""
+    # Its own host explains nothing when there are others; alone, it is the whole story. The
+    # source always refuses the request, so nothing is reserved.
+    others = None if len(state.hosts) == 1 else {h for h in state.hosts if h != host.id}
+    why = refusal_text(place_vm(state, wanted, now, kind="migrate", only=others).decision)
+    if vm.pinned_host == host.id:
+        return f"it is pinned to this host; stop it or unpin it: {why}"
+    return why
 
 
 def _cannot(state: ClusterState, host: HostRecord, vm: VmRecord, now: float, why: str) -> None:

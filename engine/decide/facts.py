@@ -17,6 +17,7 @@ fact                         source
 :class:`FenceDone`           the outcome of a soft or power fence the manager asked for
 :class:`PowerSeen`           the answer of a host's power management to a status query
 :class:`HostLoad`            a host's CPU load sample
+:class:`VmLoad`              a VM's CPU usage sample (the balancer's per-VM load)
 ============================ ===================================================================
 """
 
@@ -93,11 +94,12 @@ class HostVms:
 @dataclass(frozen=True, slots=True)
 class JobDone:
     """
-    A start or migration the manager asked for has ended.
+    A start, migration or stop the manager asked for has ended.
 
-    :ivar kind: ``"start"`` or ``"migrate"``.
+    :ivar kind: ``"start"``, ``"migrate"`` or ``"stop"`` (only a failed stop changes anything:
+        one that worked ends when the host reports the VM Down).
     :ivar vm: the VM's id.
-    :ivar host: the host it was started on, or the migration's destination.
+    :ivar host: the host it was started or stopped on, or the migration's destination.
     :ivar ok: whether it worked.
     :ivar error: why not.
     """
@@ -148,4 +150,16 @@ class HostLoad:
     cpu_percent: float
 
 
-Fact = HostSeen | VmSeen | HostVms | JobDone | FenceDone | PowerSeen | HostLoad
+@dataclass(frozen=True, slots=True)
+class VmLoad:
+    """
+    A VM's CPU usage, percent of its own vCPUs (VDSM's ``cpuUser`` + ``cpuSys``), as its host
+    reports it; the balancer predicts a move's effect from it.
+    """
+
+    host: str
+    vm: str
+    cpu_percent: float
+
+
+Fact = HostSeen | VmSeen | HostVms | JobDone | FenceDone | PowerSeen | HostLoad | VmLoad

@@ -117,7 +117,7 @@ def advance(state: ClusterState, host: HostRecord, now: float) -> None:
 
 def _held(state: ClusterState, host: HostRecord, now: float) -> bool:
     """:returns: whether fencing must wait (disabled, storm, startup delay), noting it once."""
-    if not state.settings.fencing_enabled:
+    if not (state.settings.fencing_enabled and host.fencing_enabled):
         if not host.fence.alerted:
             host.fence.alerted = True
             state.note(T.HOST_FENCE_DISABLED, host=host.id)
@@ -170,7 +170,7 @@ def escalate(state: ClusterState, host: HostRecord, now: float, why: str) -> Non
     if not host.power_management:
         _round_failed(state, host, now, T.HOST_FENCE_NO_POWER_MANAGEMENT, why)
         return
-    if state.storm or not state.settings.fencing_enabled:
+    if state.storm or not (state.settings.fencing_enabled and host.fencing_enabled):
         host.fence = FenceProgress(rounds=fence.rounds)  # a new round once allowed again
         return
     power = f"; power management last said: {fence.power}" if fence.power else ""

@@ -130,7 +130,7 @@ def started(state: ClusterState, vm: VmRecord, now: float) -> None:
         return
     began = vm.lost_at if vm.lost_at is not None else progress.queued_at
     vm.restart, vm.lost_at = None, None
-    state.note(T.HA_VM_RESTARTED, host=vm.host, vm=vm.id, seconds=f"{now - began:g}")
+    state.note(T.HA_VM_RESTARTED, host=vm.host, vm=vm.id, seconds=f"{round(now - began, 1):g}")
 
 
 def start_failed(state: ClusterState, vm: VmRecord, now: float, why: str) -> None:

@@ -153,6 +153,12 @@ def job_done(state: ClusterState, done: facts.JobDone, now: float) -> None:
     vm = state.vms.get(done.vm)
     if vm is None or vm.op is None or vm.op.kind != done.kind or vm.op.host != done.host:
         return  # the outcome of an operation the manager no longer waits for
+    if done.kind == "stop":
+        if not done.ok:  # it still runs, as far as anyone knows: the host's reports say how
+            vm.op = None
+            if vm.status is VmStatus.POWERING_DOWN:
+                vm.status = VmStatus.UP
+        return  # a stop that worked ends when the host reports the VM Down
     if done.kind == "start":
         if done.ok:
             _vm_up(state, vm, now)

@@ -20,9 +20,13 @@ state machine and the scheduler with its real plugins.
 
 from __future__ import annotations
 
+from engine.decide import affinity
+from engine.decide.affinity import AffinityGroup
+from engine.decide.balancing import make_decorator, make_planner
 from engine.decide.cluster import ClusterManager, RequestRefused
 from engine.decide.clustersnapshot import ClusterSnapshot
-from engine.decide.commands import Event
+from engine.decide.commands import Event, event
+from engine.store.auditlog import AuditType as T
 
 from .log import SimLog
 from .scenario import Scenario, Step
@@ -36,14 +40,25 @@ class Simulation:
         self.scenario = scenario
         self.log = SimLog()
         self.world = World(scenario, self.log)
+        #: The affinity groups as the engine's store holds them (a scenario may change them).
+        self.groups: list[AffinityGroup] = list(scenario.groups)
         self.manager: ClusterManager | None = self._manager(0, self.world.initial_snapshot(), False)
         self._stored: ClusterSnapshot | None = None
         self._back_at: int | None = None
 
     def _manager(self, now: int, snapshot: ClusterSnapshot, restarted: bool) -> ClusterManager:
         scenario = self.scenario
+        planner = None
+        if scenario.policy.balancer is not None:
+            planner = make_planner(groups=lambda: self.groups, settings=scenario.balancing)
         return ClusterManager.from_snapshot(
-            now, snapshot, scenario.settings, policy=scenario.policy, restarted=restarted
+            now,
+            snapshot,
+            scenario.settings,
+            policy=scenario.policy,
+            restarted=restarted,
+            planner=planner,
+            decorate=make_decorator(lambda: self.groups),
         )
 
     def run(self) -> list[str]:
@@ -84,6 +99,8 @@ class Simulation:
             self._request(now, step)
         elif words[0] == "vm" and words[2] in ("start", "stop"):
             self._request(now, step)
+        elif words[0] == "group":
+            self._group(now, step)
         elif words[0] != "delay":
             self.world.apply(now, step)
 
@@ -104,6 +121,34 @@ class Simulation:
                 manager.stop_vm(now, words[1])
         except RequestRefused as e:
             self.log.refused(now, step.text, e.reason)
+
+    def _group(self, now: int, step: Step) -> None:
+        """An admin defines or removes an affinity group: checked as the engine's API does."""
+        words = step.words
+        name = words[1]
+        others = [g for g in self.groups if g.name != name]
+        if words[2] == "remove":
+            if len(others) == len(self.groups):
+                self.log.refused(now, step.text, f"no affinity group {name!r}")
+                return
+            self.groups = others
+            self.log.event(now, event(T.AFFINITY_GROUP_REMOVED, group=name))
+            return
+        group = AffinityGroup(
+            name,
+            frozenset(words[4].split(",")),
+            "positive" if words[2] == "together" else "negative",
+            hard=words[3] == "hard",
+        )
+        hosts = [h.name for h in self.scenario.hosts]
+        problems = affinity.check_groups([*others, group], hosts=hosts)
+        if problems:
+            self.log.refused(now, step.text, "; ".join(problems))
+            return
+        changed = len(others) < len(self.groups)
+        kind = T.AFFINITY_GROUP_CHANGED if changed else T.AFFINITY_GROUP_ADDED
+        self.groups = [*others, group]
+        self.log.event(now, event(kind, group=name, summary=affinity.describe_group(group)))
 
     def _restart(self, now: int) -> None:
         if self.manager is None:

@@ -13,6 +13,9 @@ from the defaults, and what happens when::
       spare: {memory: 512}                   # defined, Down
     settings: {grace_period: 5}              # HaSettings / HostTiming names
     policy: {name: none, parameters: {}, memory_over_commit: 100}
+    groups:                                  # affinity groups (engine.decide.affinity)
+      web: {vms: [web, db], vm: apart, hard: true, hosts: [h1], host: only, hosts_hard: false}
+    balancing: {interval: 20, settle: 4}     # BalancingSettings, BalanceLimits, PowerLimits
     world: {vm_start: 2}                     # how long simulated things take (seconds)
     until: 120                               # default: 60 s after the last command
     commands:
@@ -33,7 +36,11 @@ The commands (what the world does, or what an admin asks):
 ``vm V crash``                      its QEMU dies (an error: HA restarts it)
 ``vm V shutdown``                   the guest shuts itself down (not an error)
 ``vm V migration fails|ok``         its migrations fail (never converge) or work again
-``load H cpu N``                    the host's CPU load becomes N %
+``load H cpu N``                    the host's own CPU load becomes N % (its VMs' add to it)
+``load vm V cpu N``                 the VM uses N % of its vCPUs (its host's load follows it)
+``group G together|apart hard|soft  the admin defines affinity group G over the VMs V1, V2, ...
+V1,V2,...``                         (refused, with the contradiction, if it conflicts)
+``group G remove``                  the admin removes affinity group G
 ``engine restart``                  the engine stops and starts again from its store
 ``delay``                           nothing (a marker that keeps the run going)
 =================================== =============================================================
@@ -43,14 +50,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.decide.affinity import AffinityError, AffinityGroup
+from engine.decide.balancing import BalancingSettings
 from engine.decide.clusterstate import HaSettings
+from engine.decide.moves import BalanceLimits
 from engine.decide.policies import Policy, PolicyError, make_policy
+from engine.decide.powersave import PowerLimits
 
 #: File names inside a scenario directory.
 README, SCENARIO, EXPECTED = "README", "scenario.yml", "expected.log"
@@ -107,6 +118,7 @@ class VmSpec:
     priority: int = 0
     host: str | None = None
     pinned: str | None = None
+    load: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,8 @@ class Scenario:
     until: int
     directory: Path | None = None
     readme: str = ""
+    groups: tuple[AffinityGroup, ...] = ()
+    balancing: BalancingSettings = BalancingSettings()
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -147,7 +161,10 @@ _GRAMMAR: tuple[tuple[str, str], ...] = (
     ("host", r"fence (?P<host>\S+) soft (fails|ok)"),
     ("vm", r"vm (?P<vm>\S+) (start|stop|crash|shutdown)"),
     ("vm", r"vm (?P<vm>\S+) migration (fails|ok)"),
+    ("vm", r"load vm (?P<vm>\S+) cpu (?P<cpu>\d+(\.\d+)?)"),
     ("host", r"load (?P<host>\S+) cpu (?P<cpu>\d+(\.\d+)?)"),
+    ("group", r"group (?P<group>\S+) (together|apart) (hard|soft) (?P<vms>\S+)"),
+    ("group", r"group (?P<group>\S+) remove"),
     ("engine", r"engine restart"),
     ("delay", r"delay"),
 )
@@ -175,6 +192,9 @@ def parse_step(
             raise ScenarioError(f"command at {at} {words!r}: no host {host!r}")
         if vm is not None and vm not in vms:
             raise ScenarioError(f"command at {at} {words!r}: no VM {vm!r}")
+        for member in (match.groupdict().get("vms") or "").split(","):
+            if member and member not in vms:
+                raise ScenarioError(f"command at {at} {words!r}: no VM {member!r}")
         return Step(at, words, tuple(words.split()))
     raise ScenarioError(f"command at {at}: cannot understand {words!r}")
 
@@ -266,6 +286,68 @@ def _policy(raw: Any) -> Policy:
         raise ScenarioError(f"policy: {e}") from None
 
 
+#: ``groups:`` fields and the :class:`AffinityGroup` fields they set.
+_GROUP_FIELDS = {
+    "vms": "vms",
+    "vm": "vm_polarity",
+    "hard": "hard",
+    "hosts": "hosts",
+    "host": "host_polarity",
+    "hosts_hard": "hosts_hard",
+    "priority": "priority",
+}
+#: Words for polarities in ``groups:``.
+_POLARITY_WORDS = {"together": "positive", "apart": "negative", "only": "positive",
+                   "never": "negative", "none": "none"}  # fmt: skip
+
+
+def _groups(raw: Any, hosts: Mapping[str, HostSpec], vms: Mapping[str, VmSpec]) -> tuple:
+    groups = []
+    for name, spec in _mapping(raw, "groups").items():
+        values = _mapping(spec, f"group {name!r}")
+        unknown = sorted(set(values) - set(_GROUP_FIELDS))
+        if unknown:
+            raise ScenarioError(f"group {name!r}: unknown field(s) {unknown}")
+        args = {_GROUP_FIELDS[k]: v for k, v in values.items()}
+        for key, known in (("vms", vms), ("hosts", hosts)):
+            for member in args.get(key, ()):
+                if member not in known:
+                    raise ScenarioError(f"group {name!r}: no {key[:-1]} {member!r}")
+        for key in ("vm_polarity", "host_polarity"):
+            if key in args:
+                args[key] = _POLARITY_WORDS.get(str(args[key]), args[key])
+        try:
+            groups.append(AffinityGroup(str(name), **args))
+        except (AffinityError, TypeError) as e:
+            raise ScenarioError(f"group {name!r}: {e}") from None
+    return tuple(groups)
+
+
+def _balancing(raw: Any) -> BalancingSettings:
+    values = _mapping(raw, "balancing")
+    own = {f.name for f in fields(BalancingSettings)} - {"limits", "power_limits"}
+    kinds = {"limits": BalanceLimits, "power_limits": PowerLimits}
+    parts: dict[str, dict[str, Any]] = {"own": {}, "limits": {}, "power_limits": {}}
+    for key, value in values.items():
+        where = "own" if key in own else None
+        for part, cls in kinds.items():
+            if key in {f.name for f in fields(cls)}:
+                where = part
+        if where is None:
+            raise ScenarioError(f"balancing: unknown field {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ScenarioError(f"balancing: {key} must be a number ≥ 0, not {value!r}")
+        parts[where][key] = value
+    try:
+        return BalancingSettings(
+            **parts["own"],
+            limits=BalanceLimits(**parts["limits"]),
+            power_limits=PowerLimits(**parts["power_limits"]),
+        )
+    except ValueError as e:
+        raise ScenarioError(f"balancing: {e}") from None
+
+
 def parse(raw: Any, *, name: str = "scenario") -> Scenario:
     """
     :param raw: the scenario as YAML loaded it.
@@ -273,7 +355,17 @@ def parse(raw: Any, *, name: str = "scenario") -> Scenario:
     :raises ScenarioError: for anything wrong, with where.
     """
     top = _mapping(raw, "the scenario")
-    allowed = {"hosts", "vms", "settings", "policy", "world", "commands", "until"}
+    allowed = {
+        "hosts",
+        "vms",
+        "settings",
+        "policy",
+        "world",
+        "commands",
+        "until",
+        "groups",
+        "balancing",
+    }
     unknown = sorted(set(top) - allowed)
     if unknown:
         raise ScenarioError(f"unknown top-level key(s) {unknown} (known: {sorted(allowed)})")
@@ -307,6 +399,8 @@ def parse(raw: Any, *, name: str = "scenario") -> Scenario:
         times=times,
         steps=tuple(steps),
         until=until,
+        groups=_groups(top.get("groups"), hosts, vms),
+        balancing=_balancing(top.get("balancing")),
     )
 
 

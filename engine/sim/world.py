@@ -47,6 +47,7 @@ class SimHost:
     :ivar vms: VM name → its process here: ``starting``, ``up`` or ``migrating`` (leaving).
     :ivar fence: its power management: ``ok``, ``fails`` or ``unknown``.
     :ivar soft: ``ok`` or ``fails``: soft fencing refused even when reachable.
+    :ivar load: its own CPU load, percent (its VMs' loads add to it: :meth:`World.cpu_load`).
     """
 
     name: str
@@ -91,6 +92,10 @@ class World:
         for spec in scenario.hosts:
             host = SimHost(spec.name, spec.pm, spec.power, spec.network, spec.agent, load=spec.load)
             self.hosts[spec.name] = host
+        self.cpus = {spec.name: max(spec.cpus, 1) for spec in scenario.hosts}
+        self.vcpus = {vm.name: vm.cpus for vm in scenario.vms}
+        #: VM name → its CPU usage, percent of its own vCPUs.
+        self.vm_load = {vm.name: vm.load for vm in scenario.vms}
         for vm in scenario.vms:
             if vm.host is not None and self.hosts[vm.host].power:
                 self.hosts[vm.host].vms[vm.name] = "up"
@@ -177,7 +182,10 @@ class World:
                 self._facts.append(f.HostSeen(name, HostEvent.CONNECTED))
             listed = {vm: _LISTED[p] for vm, p in sorted(host.vms.items())}
             self._facts.append(f.HostVms(name, listed))
-            self._facts.append(f.HostLoad(name, host.load))
+            self._facts.append(f.HostLoad(name, self.cpu_load(host)))
+            for vm, process in sorted(host.vms.items()):
+                if process != "starting":
+                    self._facts.append(f.VmLoad(name, vm, self.vm_load.get(vm, 0.0)))
         elif host.booted(now) and host.network and self.link[name] is None:
             self._facts.append(f.HostSeen(name, HostEvent.CONNECT_FAILED, "connection refused"))
         else:
@@ -188,6 +196,15 @@ class World:
             self.after(
                 now, timeout, lambda t: self._tell(f.HostSeen(name, event, detail), t, epoch=epoch)
             )
+
+    def cpu_load(self, host: SimHost) -> float:
+        """:returns: the host's CPU load: its own plus each running VM's share, at most 100."""
+        shares = sum(
+            self.vm_load.get(vm, 0.0) * self.vcpus.get(vm, 1) / self.cpus[host.name]
+            for vm, process in host.vms.items()
+            if process != "starting"
+        )
+        return round(min(100.0, host.load + shares), 1)
 
     # -- physical effects ------------------------------------------------------------------------
 
@@ -239,6 +256,8 @@ class World:
             self._vm_exit(now, words[1], words[2])
         elif words[0] == "vm" and words[2] == "migration":
             (self.unmigratable.add if words[3] == "fails" else self.unmigratable.discard)(words[1])
+        elif words[0] == "load" and words[1] == "vm":
+            self.vm_load[words[2]] = float(words[4])
         elif words[0] == "load":
             self.hosts[words[1]].load = float(words[3])
 
@@ -297,6 +316,12 @@ class World:
             self._stop(now, command.vm, self.hosts[command.host])
         elif isinstance(command, c.MigrateVm):
             self._migrate(now, command.vm, self.hosts[command.src], self.hosts[command.dst])
+        elif isinstance(command, c.PowerHost):
+            host = self.hosts[command.host]
+            if command.action == c.POWER_OFF_HOST:
+                self.power_off(now, host, "powered off by power saving")
+            else:
+                self.power_on(now, host, "powered on by power saving")
 
     def _soft_fence(self, now: float, command: c.FenceHost) -> None:
         host, epoch = self.hosts[command.host], self.epoch

@@ -28,6 +28,7 @@ NAME_CONSTRAINTS = {
     "host_static_name_key": "host",
     "vm_static_name_key": "vm",
     "users_pkey": "user",
+    "affinity_groups_name_key": "affinity group",
 }
 
 #: Foreign keys: the kind of row each one points at, and the column holding its key.
@@ -42,6 +43,8 @@ REFERENCES = {
     "vm_dynamic_migrating_to_host_fkey": ("host", "migrating_to_host"),
     "vm_statistics_vm_id_fkey": ("vm", "vm_id"),
     "sessions_user_name_fkey": ("user", "user_name"),
+    "affinity_group_vms_vm_id_fkey": ("vm", "vm_id"),
+    "affinity_group_hosts_host_id_fkey": ("host", "host_id"),
 }
 
 

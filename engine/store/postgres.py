@@ -248,6 +248,23 @@ class PostgresStore:
     def update_job(self, job_id: UUID, **changes: Any) -> Deferred:
         return self.transaction(lambda tx: tx.update_job(job_id, **changes))
 
+    # -- affinity groups (engine/store/affinity.py) -----------------------------------------
+
+    def add_affinity_group(self, group: Any) -> Deferred:
+        return self.transaction(lambda tx: tx.add_affinity_group(group))
+
+    def get_affinity_group(self, group_id: UUID) -> Deferred:
+        return self._read(lambda tx: tx.get_affinity_group(group_id))
+
+    def list_affinity_groups(self) -> Deferred:
+        return self._read(lambda tx: tx.list_affinity_groups())
+
+    def update_affinity_group(self, group_id: UUID, **changes: Any) -> Deferred:
+        return self.transaction(lambda tx: tx.update_affinity_group(group_id, **changes))
+
+    def remove_affinity_group(self, group_id: UUID) -> Deferred:
+        return self.transaction(lambda tx: tx.remove_affinity_group(group_id))
+
     # -- users and sessions ------------------------------------------------------------------
 
     def create_user(self, name: str, password: str) -> Deferred:

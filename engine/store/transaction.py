@@ -7,13 +7,16 @@ several changes atomically; each ``PostgresStore`` method is one call on a fresh
 from __future__ import annotations
 
 from .accounts import AccountQueries
+from .affinity import AffinityQueries
 from .events import EventQueries
 from .hosts import HostQueries
 from .jobs import JobQueries
 from .vms import VmQueries
 
 
-class StoreTransaction(HostQueries, VmQueries, EventQueries, JobQueries, AccountQueries):
+class StoreTransaction(
+    HostQueries, VmQueries, EventQueries, JobQueries, AccountQueries, AffinityQueries
+):
     """Every store operation, as coroutines on one open transaction.
 
     The methods are those of :class:`~engine.interfaces.IStore`, awaited rather than returning

@@ -126,7 +126,7 @@ def test_a_host_that_answers_again_says_which_vms_are_alive():
     assert "answered and does not run it" in down.reason
     [start] = of(out, c.StartVm)
     assert start.vm == "api" and start.decision is not None
-    assert "HOST_UP" in types(out) and "VM_STATUS_CHANGED" in types(out)
+    assert "HOST_RECOVERED" in types(out) and "VM_STATUS_CHANGED" in types(out)
 
 
 def test_facts_about_unknown_things_are_ignored():

@@ -98,7 +98,7 @@ async def test_maintenance_with_nowhere_to_go(engine_run, engine_agents):
     job = await job_done(engine, (await engine.maintenance(h1.id)).id)
     assert job.status == "failed" and "refused by excluded" in job.error
     await host_status(engine, h1.id, "PreparingForMaintenance")
-    refused = await events_of(engine, "VM_MIGRATION_REFUSED")
+    refused = await events_of(engine, "MAINTENANCE_VM_CANNOT_MOVE")
     assert refused and refused[0].details["vm"] == "alone"
 
 
