@@ -139,6 +139,7 @@ class BenchHost(TestHostProcess):
 
     def __init__(self, directory: Path, cgroup: str, ports: tuple[int, int]) -> None:
         super().__init__(directory, cgroup=cgroup, settings=AGENT)
+        self.group = cgroup  # always set here (the base class allows none)
         self.ports = ports
 
     def argv(self) -> list[str]:
@@ -290,7 +291,7 @@ async def trial(lab: Lab, vms: list[Any], victim: int, rows: dict[str, Row]) -> 
         path = lab.hosts[victim].serial(str(vm.id))
         await until(reactor, lambda p=path: _ready(p), 60, "the guests' ready markers")
     began, wall = time.monotonic(), time.time()
-    Cgroup(lab.hosts[victim].cgroup).kill()
+    Cgroup(lab.hosts[victim].group).kill()
 
     async def recovered() -> bool:
         found = [await engine.get_vm(vm.id) for vm in vms]

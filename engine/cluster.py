@@ -351,7 +351,8 @@ class ClusterService:
         claimed = None
         rest: list[c.Command] = []
         for command in self.manager.decided():
-            if claimed is None and isinstance(command, kind) and command.vm == str(vm_id):
+            ours = isinstance(command, kind) and getattr(command, "vm", None) == str(vm_id)
+            if claimed is None and ours:
                 claimed = command
             else:
                 rest.append(command)

@@ -10,8 +10,9 @@ command                carried out by
                        and reason, with the event that explains it, in one transaction
 ``MarkVmDown``,        :class:`~engine.vmtable.VmTable` writes the row with its event (no
 ``MarkVmUnknown``      write, and no event, when the row already says so)
-``StartVm``            a ``start`` job on the manager's host (``VmActions.launch``)
-``MigrateVm``          a ``migrate`` job to the manager's host (``VmActions.move``)
+``StartVm``            a ``start`` job on the manager's host (``VmActions.launch``, which
+                       reports its outcome, as it does for the admin's starts)
+``MigrateVm``          a ``migrate`` job to the manager's host (``VmActions.move``, likewise)
 ``StopVm``             ``VM.destroy`` on the host (an admin's stop is carried out by the
                        admin's own job; this is the fallback)
 ``FenceHost``          a fence job (``FenceActions.fence``): ``restart`` through the soft
@@ -21,11 +22,9 @@ command                carried out by
 ``Event``              an audit row (:func:`engine.clusterfacts.audit`)
 =====================  ==================================================================
 
-Outcomes go back to the manager as facts (``JobDone``, ``FenceDone``, ``PowerSeen``) through
-``report``. A start that failed is first cleared from its host (``VM.destroy``, which answers
-"no such VM" when nothing started): a VM must not come up late on a host the manager has given
-up on. Nothing here decides anything; an error in one command is logged and never stops the
-others.
+Outcomes go back to the manager as facts (``FenceDone``, ``PowerSeen``; ``JobDone`` when a
+job could not even be submitted) through ``report``. Nothing here decides anything; an error in
+one command is logged and never stops the others.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ class CommandCarrier:
     Carries out the manager's commands (see the module docstring).
 
     :param monitors: the engine's host monitors by id.
-    :param vm_actions: ``VmActions`` (``launch``, ``move``, ``clear_start``).
+    :param vm_actions: ``VmActions`` (``launch``, ``move``).
     :param fencing: ``FenceActions`` (``fence``, ``power_status``).
     :param report: gives the manager an outcome (``ClusterService.observe``).
     """
@@ -148,21 +147,18 @@ class CommandCarrier:
     # -- VMs ---------------------------------------------------------------------------------
 
     async def _start(self, command: c.StartVm) -> None:
+        """A start job; ``VmActions`` reports its outcome (the admin's starts' too)."""
         try:
-            job = await self._vm_actions.launch(UUID(command.vm), command.decision,
-                                                command.reason)  # fmt: skip
+            await self._vm_actions.launch(UUID(command.vm), command.decision)
         except Exception as e:  # refused (busy, removed...): the manager retries elsewhere
             self._report(cf.job_done("start", command.vm, command.host, None, str(e)))
-            return
-        await self.follow("start", job, command.vm, command.host)
 
     async def _migrate(self, command: c.MigrateVm) -> None:
+        """A migration job; ``VmActions`` reports its outcome."""
         try:
-            job = await self._vm_actions.move(UUID(command.vm), command.decision, command.reason)
+            await self._vm_actions.move(UUID(command.vm), command.decision)
         except Exception as e:
             self._report(cf.job_done("migrate", command.vm, command.dst, None, str(e)))
-            return
-        await self.follow("migrate", job, command.vm, command.dst)
 
     async def _stop(self, command: c.StopVm) -> None:
         monitor = self._monitors.get(UUID(command.host))
@@ -172,14 +168,6 @@ class CommandCarrier:
             await monitor.link.call("VM.destroy", {"vmID": command.vm})
         except (RemoteError, LinkDown, CallTimeout) as e:
             self._report(f.JobDone("stop", command.vm, command.host, False, str(e)))
-
-    async def follow(self, kind: str, job: Job, vm: str, host: str) -> None:
-        """Wait for a start, migration or stop job and report its outcome to the manager."""
-        done = await self._jobs.finished(job.id)
-        fact = cf.job_done(kind, vm, host, done)
-        if kind == "start" and not fact.ok:
-            await self._vm_actions.clear_start(UUID(vm), UUID(host))
-        self._report(fact)
 
     # -- fencing and power -------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ jobs, on the host it chose: :meth:`VmActions.launch` and :meth:`VmActions.move`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from twisted.internet import defer
@@ -203,7 +203,7 @@ class VmActions:
             self.log.debug("clearing failed start of {vm_id} on {host}: {error}", vm_id=vm_id,
                            host=monitor.name, error=e)  # fmt: skip
 
-    async def _refuse(self, kind: AuditType, vm: Vm, decision: Decision) -> None:
+    async def _refuse(self, kind: AuditType, vm: Vm, decision: Decision) -> NoReturn:
         reason = snapshot.refusal_text(decision.summary())
         explanation = {decision.host_names.get(h, h): lines
                        for h, lines in decision.explanations.items()}
@@ -259,7 +259,7 @@ class VmActions:
             self._follow("start", job, vm_id, placed[0])
         return job
 
-    async def launch(self, vm_id: UUID, decision: Decision, reason: str) -> Job:
+    async def launch(self, vm_id: UUID, decision: Decision) -> Job:
         """
         Start a VM on the host the cluster manager chose (an HA restart): a ``start`` job like
         the admin's, its outcome reported to the manager.
@@ -441,7 +441,7 @@ class VmActions:
             self._follow("migrate", job, vm_id, placed[0])
         return job
 
-    async def move(self, vm_id: UUID, decision: Decision, reason: str) -> Job:
+    async def move(self, vm_id: UUID, decision: Decision) -> Job:
         """
         Live-migrate a VM to the host the cluster manager chose (maintenance, balancing): a
         ``migrate`` job like the admin's, its outcome reported to the manager.

@@ -359,7 +359,8 @@ class ClusterManager:
 
         :param host: only this host may take it (the admin's choice), else any.
         :returns: the scheduler's decision; its ``host`` is None when it refused (the VM stays
-            Down), else a ``StartVm`` for that host is queued.
+            Down), else a ``StartVm`` for that host is queued. The per-host start limit does
+            not apply to the admin's starts; they count towards it.
         :raises RequestRefused: for an unknown VM, one that is not Down, or one HA is about to
             restart.
         """
@@ -372,7 +373,8 @@ class ClusterManager:
         :returns: the scheduler's decision; its ``host`` is None when it refused (nothing is
             noted: the caller reports it), else a ``MigrateVm`` is queued.
         :raises RequestRefused: for an unknown VM, one that is not Up or has something in
-            flight, its own host, or a source with its outgoing migrations at the limit.
+            flight, or its own host. The per-host limits do not apply (the agents pace an
+            admin's migrations); they count towards them.
         """
         return clusteradmin.migrate_vm(self.state, now, vm_id, host=host)
 

@@ -174,7 +174,8 @@ def start_vm(state: ClusterState, now: float, vm_id: str, *, host: str | None) -
             )
         raise RequestRefused(f"VM {vm.name} is {vm.status}; only a Down VM can be started")
     only = None if host is None else {host}
-    decision = place_vm(state, state.request(vm), now, kind="start", only=only).decision
+    placed = place_vm(state, state.request(vm), now, kind="start", only=only, limits=False)
+    decision = placed.decision
     if decision.host is None:
         state.note(T.VM_START_REFUSED, vm=vm.id, reason=refusal_text(decision))
         return decision
@@ -196,15 +197,9 @@ def migrate_vm(state: ClusterState, now: float, vm_id: str, *, host: str | None)
     source = vm.host
     if host == source:
         raise RequestRefused(f"VM {vm.name} already runs on host {state.host_name(source)}")
-    leaving = state.in_flight(source, "migrate", outgoing=True)
-    if leaving >= state.settings.max_migrations_out:
-        raise RequestRefused(
-            f"host {state.host_name(source)} already has {leaving} migration(s) leaving it "
-            f"(limit {state.settings.max_migrations_out}); try again when one ends"
-        )
     only = None if host is None else {host}
     request = state.request(vm, current_host=source)
-    decision = place_vm(state, request, now, kind="migrate", only=only).decision
+    decision = place_vm(state, request, now, kind="migrate", only=only, limits=False).decision
     if decision.host is not None:
         why = f"requested by the user; {choice_text(decision)}"
         evacuation.start_migration(state, vm, decision, why, now)

@@ -55,15 +55,20 @@ def place_vm(
     *,
     kind: str,
     only: Collection[str] | None = None,
+    limits: bool = True,
 ) -> Placement:
     """
     Choose a host for ``request`` and reserve its resources there (the pending ledger).
 
     :param kind: ``"start"`` or ``"migrate"``, for the per-host limit.
     :param only: consider only these host ids (move-back to one host), else every host.
+    :param limits: apply the per-host limits (the manager's own bursts); an admin's request is
+        carried out at once, its host's agent pacing it, and only counts towards them.
     :returns: the placement.
     """
     views = [v for v in state.host_views(now) if only is None or v.id in only]
+    if not limits:
+        return Placement(place(request, views, state.policy, state.pending, units=state.units))
     limited = {h: why for h, why in limited_hosts(state, kind).items() if h != request.current_host}
     open_ = [v for v in views if v.id not in limited]
     decision = place(request, open_, state.policy, state.pending, units=state.units)
