@@ -345,8 +345,9 @@ class IEngine(Interface):
     def remove_host(host_id):
         """Forget a host (refused with ``Conflict`` while VMs run there); fires with None."""
 
-    def maintenance(host_id, *, idempotency_key=None):
-        """Move the host's VMs away and put it into Maintenance; fires with the ``Job``."""
+    def maintenance(host_id, *, idempotency_key=None, move_back=None):
+        """Move the host's VMs away and put it into Maintenance; fires with the ``Job``.
+        ``move_back``: migrate them back when it is activated (None: the configured default)."""
 
     def activate(host_id, *, idempotency_key=None):
         """Bring a host out of Maintenance; fires with the ``Job``."""

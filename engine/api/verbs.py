@@ -73,9 +73,13 @@ class HostsApi:
         return True
 
     @verb("Hosts.maintenance")
-    async def maintenance(self, id: str, idempotency_key: str | None) -> dict[str, Any]:
+    async def maintenance(
+        self, id: str, idempotency_key: str | None, move_back: bool | None = None
+    ) -> dict[str, Any]:
         """Start moving the host into Maintenance; fires with the ``Job``."""
-        row = await self._engine.maintenance(wire.parse_id(id), idempotency_key=idempotency_key)
+        row = await self._engine.maintenance(
+            wire.parse_id(id), idempotency_key=idempotency_key, move_back=move_back
+        )
         return wire.job(row)
 
     @verb("Hosts.activate")

@@ -260,8 +260,12 @@ class FakeEngine:
         self.record(AuditType.HOST_REMOVED, host_id=host_id, host=host.name)
 
     @_deferred
-    def maintenance(self, host_id: UUID, *, idempotency_key: str | None = None) -> Job:
-        """Put a host into Maintenance (refused while VMs run there)."""
+    def maintenance(
+        self, host_id: UUID, *, idempotency_key: str | None = None, move_back: bool | None = None
+    ) -> Job:
+        """Put a host into Maintenance (refused while VMs run there); ``move_back`` is kept in
+        ``self.move_back`` for the tests."""
+        self.move_back = move_back
         host = self._host(host_id)
         if any(vm.dynamic.run_on_host == host_id for vm in self.vms.values()):
             raise ActionRefused(f"host {host.name} still runs VMs")

@@ -219,11 +219,13 @@ async def test_refused_and_conflicting_actions(api):
 
 @pytest_twisted.ensureDeferred
 async def test_host_maintenance_and_activation(api):
-    """Hosts.maintenance and Hosts.activate answer jobs that move the host's status."""
+    """Hosts.maintenance (with move_back passed to the engine) and Hosts.activate answer jobs
+    that move the host's status."""
     client = await api.login()
     hosts = await add_hosts(client, "host1")
-    job = await client.call("Hosts.maintenance", {"id": hosts["host1"]})
+    job = await client.call("Hosts.maintenance", {"id": hosts["host1"], "move_back": True})
     assert (job["action"], job["target_kind"]) == ("maintenance", "host")
+    assert api.engine.move_back is True
     await finished(client, job)
     assert (await client.call("Hosts.get", {"id": hosts["host1"]}))["status"] == "Maintenance"
     await finished(client, await client.call("Hosts.activate", {"id": hosts["host1"]}))
