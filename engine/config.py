@@ -62,6 +62,11 @@ The INI file (``--config``)::
 
     [policy_parameters]           ; oVirt's names, e.g. HighUtilization = 80
 
+    [balancing]                   ; when the balancer plans (docs/balancing.md)
+    interval = 60                 ; seconds between plans at least (oVirt: 1 minute)
+    settle = 15                   ; seconds the cluster must have been calm (fresh load samples)
+    max_moves = 10                ; migrations per plan at most
+
     [vms]                         ; seconds an action waits for the VM to reach its state
     start_timeout = 120
     stop_timeout = 60
@@ -81,6 +86,7 @@ from typing import Any
 
 from vdsmlike.config import ConfigError, parse_listen
 
+from .decide.balancing import BalancingSettings
 from .decide.clusterstate import HA_TIMING, HaSettings
 from .decide.hoststate import HostTiming
 from .decide.policies import Policy, PolicyError, make_policy
@@ -128,6 +134,18 @@ class EngineConfig:
     ha_tick_interval: float = 1.0
     ha_move_back: bool = False
     ha_options: tuple[tuple[str, str], ...] = ()
+    balancing_interval: float = 60.0
+    balancing_settle: float = 15.0
+    balancing_max_moves: int = 10
+
+    @property
+    def balancing_settings(self) -> BalancingSettings:
+        """When and how much the balancer plans. :raises ValueError: for a bad value."""
+        return BalancingSettings(
+            interval=self.balancing_interval,
+            settle=self.balancing_settle,
+            max_moves=self.balancing_max_moves,
+        )
 
     @property
     def ha_settings(self) -> HaSettings:
@@ -184,6 +202,9 @@ _INI_KEYS = {
     ("api", "session_ttl"): "session_ttl",
     ("scheduling", "policy"): "policy",
     ("scheduling", "memory_over_commit"): "memory_over_commit",
+    ("balancing", "interval"): "balancing_interval",
+    ("balancing", "settle"): "balancing_settle",
+    ("balancing", "max_moves"): "balancing_max_moves",
     **{("monitoring", name): name for name in (
         "host_stats_interval", "vm_stats_interval", "heartbeat_interval", "heartbeat_timeout",
         "misses_to_suspect", "grace_period", "install_timeout", "connect_timeout",
@@ -348,6 +369,7 @@ def check(config: EngineConfig) -> EngineConfig:
     try:
         _ = config.timing
         _ = config.ha_settings
+        _ = config.balancing_settings
         config.scheduling_policy()
     except (ValueError, PolicyError) as e:
         raise ConfigError(str(e)) from None

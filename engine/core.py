@@ -89,7 +89,9 @@ class Engine:
             store=store, settings=config.ha_settings, policy=self.policy, clock=self.clock,
             tick_interval=config.ha_tick_interval, move_back=config.ha_move_back,
             decorate=self._decorate,
-            planner=make_planner(groups=lambda: self.affinity.current()),
+            planner=make_planner(
+                groups=lambda: self.affinity.current(), settings=config.balancing_settings
+            ),
         )
         self.sync = VmSync(self.vms, store, self.auditor, self.cluster)
         self.jobs = JobRunner(store, self.live, self.auditor)
