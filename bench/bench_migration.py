@@ -51,7 +51,7 @@ from twisted.internet.task import deferLater, react
 from twisted.internet.threads import deferToThreadPool
 
 from vdsmlike.agentproc import AgentProcess, connect_when_ready
-from vdsmlike.libvirtd import LibvirtdError, SessionLibvirtd
+from vdsmlike.libvirtd import LibvirtdError, SessionLibvirtd, destroy_domains
 from vdsmlike.vm.domxml import build_domain
 
 TOP = Path(__file__).resolve().parent.parent
@@ -291,7 +291,7 @@ class Lab:
             _terminate(agent)
         for daemon in self.daemons:
             if daemon.proc is not None and daemon.proc.poll() is None:
-                _destroy_domains(daemon.uri)
+                destroy_domains(daemon.uri)
             daemon.stop()
         for pid in _qemus_under(self.root):
             _kill(pid)
@@ -307,21 +307,6 @@ def _terminate(agent: AgentProcess, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             os.kill(agent.pid, signal.SIGKILL)
         time.sleep(0.05)
-
-
-def _destroy_domains(uri: str) -> None:
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError:
-        return
-    try:
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            try:
-                dom.destroy()
-            except libvirt.libvirtError:
-                pass
-    finally:
-        conn.close()
 
 
 def _qemus_under(root: Path) -> list[int]:

@@ -129,6 +129,25 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
     os.lchown(path, uid, gid)
 
 
+def destroy_domains(uri: str) -> None:
+    """Destroy every running domain of the daemon at ``uri`` (BLOCKING): guests outlive their
+    daemon otherwise. A daemon that does not answer is left alone."""
+    import libvirt
+
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return
+    try:
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass  # gone meanwhile
+    finally:
+        conn.close()
+
+
 class SessionLibvirtd:
     """
     One session ``libvirtd`` living in ``base`` (see the module docstring). BLOCKING.

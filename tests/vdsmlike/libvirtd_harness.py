@@ -25,6 +25,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdsmlike.libvirtd import destroy_domains
+
 #: The unprivileged user the daemons (and their guests) run as when the tests run as root.
 USER = "vlmig"
 
@@ -154,20 +156,7 @@ class SessionDaemon:
 
     def destroy_domains(self) -> None:
         """Destroy every domain the daemon runs (guests outlive their daemon otherwise)."""
-        import libvirt
-
-        try:
-            conn = libvirt.open(self.uri)
-        except libvirt.libvirtError:
-            return
-        try:
-            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                try:
-                    dom.destroy()
-                except libvirt.libvirtError:
-                    pass
-        finally:
-            conn.close()
+        destroy_domains(self.uri)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM by PID, SIGKILL after ``timeout`` seconds."""
